@@ -225,7 +225,7 @@ def format_errors(exc: ValidationError, source: str) -> str:
     lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         lines.append(f"  {key}: {msg}")

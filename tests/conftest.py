@@ -1,0 +1,45 @@
+"""Shared fixtures: run every test from the project root, and write configs into tmp folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _project_root(monkeypatch):
+    monkeypatch.chdir(ROOT)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ.setdefault("PREFECT_HOME", str(home))
+    os.environ.setdefault("PREFECT_MEMO_STORE_PATH", str(home / "memo_store.toml"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def base_config(tmp_path: Path, train: list[str], eval: list[str] | None = None, **sections) -> dict:
+    """A classification config over the given files, writing its outputs under tmp_path."""
+    cfg = {
+        "name": "t",
+        "task": {"kind": "classification", "input_field": "text", "output_field": "label", "labels": ["a", "b", "c"]},
+        "data": {"train": [{"path": p} for p in train], "eval": [{"path": p} for p in (eval or [])]},
+        "output": {"snapshots": str(tmp_path / "snapshots"), "runs": str(tmp_path / "runs")},
+        "clean": {"min_chars": 3, "min_words": 1},
+    }
+    for key, value in sections.items():
+        cfg[key] = {**cfg.get(key, {}), **value}
+    return cfg

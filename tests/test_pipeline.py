@@ -1,0 +1,103 @@
+"""The curation flow end to end on the bundled samples (real Prefect, ephemeral API)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate.snapshot import load_dataset, read_manifest, verify_snapshot
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _run(config, tmp_path, *extra):
+    from flows.curate_and_train import curate_and_train
+
+    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", *extra]
+    return Path(curate_and_train(config=config, overrides=overrides))
+
+
+def _check_accounting(folder):
+    manifest = read_manifest(folder)
+    for stage in manifest["stages"]:
+        out = stage["kept"] + sum(stage["filtered"].values()) + sum(stage["quarantined"].values())
+        assert out == stage["rows_in"], stage
+    stages = manifest["stages"]
+    for before, after in zip(stages, stages[1:]):
+        assert after["rows_in"] == before["kept"]
+    rows = manifest["rows"]
+    assert stages[0]["rows_in"] == rows["train"] + rows["eval"] + rows["rejected"] + rows["quarantine"]
+    return manifest
+
+
+def test_banking77_sample_end_to_end(harness, tmp_path):
+    folder = _run("configs/banking77.yaml", tmp_path)
+    manifest = _check_accounting(folder)
+    verify_snapshot(folder)
+    rejected = pl.read_parquet(folder / "rejected.parquet")
+    reasons = set(rejected["reason"])
+    assert {"exact_duplicate", "label_conflict", "eval_contamination", "blocklisted", "too_short"} <= reasons
+    dups = rejected.filter(pl.col("reason") == "exact_duplicate")
+    train = pl.read_parquet(folder / "train.parquet")
+    assert dups["duplicate_of"].is_in(train["row_id"].implode()).all()  # folded into a kept row
+    assert train["row_id"].n_unique() == train.height
+    assert train.filter(pl.col("pii").list.len() > 0).height >= 20  # redacted and kept
+    assert not train["input"].str.contains("@example.com").any()
+    assert len(manifest["class_distribution"]["train"]) == 77
+    assert manifest["model"].endswith("SmolLM2-135M-Instruct")
+    assert load_dataset(folder)["train"].num_rows == train.height
+
+    # Same inputs, same config: the same snapshot, byte for byte.
+    again = _run("configs/banking77.yaml", tmp_path)
+    assert again == folder
+    # A changed setting gives a new snapshot, and the index lists both in order.
+    changed = _run("configs/banking77.yaml", tmp_path, "clean.min_chars=20")
+    assert changed != folder
+    index = [json.loads(l)["snapshot_id"] for l in (folder.parent / "index.jsonl").read_text().splitlines()]
+    assert index[-1] == changed.name
+
+
+def test_viggo_generation_task_end_to_end(harness, tmp_path):
+    folder = _run("configs/viggo.yaml", tmp_path)
+    manifest = _check_accounting(folder)
+    train = pl.read_parquet(folder / "train.parquet")
+    assert set(train["label"]) <= set(manifest["config"]["task"]["labels"])
+    assert train["output"].str.contains(r"^[a-z_]+\(").all()
+    rejected = pl.read_parquet(folder / "rejected.parquet")
+    assert "invalid_output" in set(rejected["reason"])
+
+
+def test_cli_run_prints_the_summary(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "run", "--config", "configs/viggo.yaml",
+         "--set", f"output.snapshots={tmp_path / 's'}", "--set", f"output.runs={tmp_path / 'r'}"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "rows per stage" in out.stdout and "class mix" in out.stdout
+    assert str(tmp_path / "s" / "viggo") in out.stdout.replace("\n", "")
+
+
+def test_cli_reports_config_errors_without_a_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nwhat: 1\n")
+    out = subprocess.run([sys.executable, "-m", "curate.cli", "run", "--config", str(bad)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "what: unknown key" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [[], ["run"], ["model", "prepare"], ["snapshots", "list"], ["config", "check"]])
+def test_every_command_has_help(args):
+    out = subprocess.run([sys.executable, "-m", "curate.cli", *args, "--help"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "Usage" in out.stdout

@@ -1,0 +1,82 @@
+"""Snapshots: atomic, immutable, content-addressed, one call to load as a Dataset."""
+
+import json
+
+import polars as pl
+import pytest
+
+from curate.schema import StageCounts, empty_dropped, empty_quarantine
+from curate.snapshot import list_snapshots, load_dataset, resolve_snapshot, verify_snapshot, write_snapshot
+
+
+def _rows(split, n):
+    return pl.DataFrame(
+        {
+            "row_id": [f"{split}{i}" for i in range(n)],
+            "split": split,
+            "source": "x.jsonl",
+            "line": list(range(1, n + 1)),
+            "input": [f"text {i}" for i in range(n)],
+            "output": ["a" if i % 2 else "b" for i in range(n)],
+            "label": ["a" if i % 2 else "b" for i in range(n)],
+            "pii": [[] for _ in range(n)],
+            "synthetic": False,
+        },
+        schema_overrides={"pii": pl.List(pl.String)},
+    )
+
+
+def _write(root, train_n=4):
+    stage = StageCounts("ingest", train_n + 2, train_n + 2).check()
+    return write_snapshot(
+        root, "demo", train=_rows("train", train_n), eval=_rows("eval", 2), rejected=empty_dropped(),
+        quarantine=empty_quarantine(), stages=[stage], config={"k": 1}, config_hash="c0", inputs=[],
+    )
+
+
+def test_same_content_same_id_and_index_order(tmp_path):
+    a = _write(tmp_path)
+    assert _write(tmp_path) == a  # rewritten identically: same folder, not a new one
+    b = _write(tmp_path, train_n=6)
+    assert a != b
+    assert list_snapshots(tmp_path, "demo") == [a.name, b.name]
+    assert resolve_snapshot("demo", tmp_path) == b
+    assert resolve_snapshot(a.name, tmp_path) == a
+    assert not [p for p in (tmp_path / "demo").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_manifest_counts_and_distribution(tmp_path):
+    folder = _write(tmp_path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["rows"] == {"train": 4, "eval": 2, "rejected": 0, "quarantine": 0}
+    assert manifest["class_distribution"]["train"] == {"a": 2, "b": 2}
+    assert manifest["stages"][0]["stage"] == "ingest"
+    assert manifest["code"]["source_sha256"]
+
+
+def test_load_as_hf_dataset_in_one_call(tmp_path):
+    folder = _write(tmp_path)
+    ds = load_dataset(folder)
+    assert ds["train"].num_rows == 4 and ds["eval"].num_rows == 2
+    assert ds["train"][0]["input"] == "text 0"
+    assert load_dataset(folder, "eval").num_rows == 2
+
+
+def test_tampering_is_detected(tmp_path):
+    folder = _write(tmp_path)
+    verify_snapshot(folder)
+    pl.DataFrame({"x": [1]}).write_parquet(folder / "train.parquet")
+    with pytest.raises(ValueError, match="does not match the manifest"):
+        verify_snapshot(folder)
+
+
+def test_a_failed_write_leaves_no_snapshot(tmp_path, monkeypatch):
+    import curate.snapshot as snap
+
+    def boom(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(snap, "write_json", boom)
+    with pytest.raises(OSError):
+        _write(tmp_path)
+    assert list((tmp_path / "demo").iterdir()) == []
