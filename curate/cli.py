@@ -124,6 +124,28 @@ def model_prepare(
     console.print(f"model ready: {folder} ({info['parameters'] / 1e6:.1f} M parameters, {info['dtype']}, from {info['source']})")
 
 
+@model_app.command("check")
+def model_check(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Configuration naming the model and engine."),
+    prompt: str = typer.Option("What is the capital of France? Answer in one sentence.", help="Prompt to answer."),
+    max_tokens: int = typer.Option(32, help="Tokens to generate."),
+) -> None:
+    """Load the configured model in the vLLM engine and answer one prompt (greedy)."""
+    from curate.config import ConfigError, load_config
+    from curate.engine import chat, make_llm
+
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        _fail(str(exc))
+    started = time.perf_counter()
+    llm = make_llm(cfg)
+    loaded = time.perf_counter()
+    answer = chat(llm, [[{"role": "user", "content": prompt}]], max_tokens=max_tokens)[0]
+    console.print(f"engine start {loaded - started:.1f}s, answer in {time.perf_counter() - loaded:.2f}s")
+    console.print(f"[bold]answer:[/] {answer}", highlight=False)
+
+
 @snap_app.command("list")
 def snapshots_list(
     name: Optional[str] = typer.Argument(None, help="Dataset name (default: every dataset)."),

@@ -141,9 +141,24 @@ class DedupeConfig(_Section):
     decontaminate: bool = Field(True, description="drop train rows whose input also occurs in the eval split")
 
 
+class EngineConfig(_Section):
+    """vLLM engine settings. The defaults fit the CPU build; on a GPU raise gpu_memory_utilization
+    (e.g. 0.9), set enforce_eager false, and tensor_parallel_size to the number of GPUs."""
+
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="weights and activations")
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1, description="share of device memory for the KV cache; on the CPU build, of RAM (0.92 fails at start)"
+    )
+    max_model_len: int = Field(2048, gt=0, description="context window the engine reserves per sequence")
+    enforce_eager: bool = Field(True, description="no CUDA graphs / compilation: starts faster, needed on CPU")
+    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes (few-shot blocks)")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel)")
+
+
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local Hugging Face model folder; null = the bundled SmolLM2-135M-Instruct")
     trust_remote_code: bool = Field(False, description="run code shipped with the model; off unless you trust it")
+    engine: EngineConfig = EngineConfig()
 
 
 class OutputConfig(_Section):

@@ -30,6 +30,18 @@ from curate import stages
 from curate.ingest import ingest
 
 
+def progress_bar():
+    """A rich progress bar on stderr; silent when stderr is not a terminal (CI, logs)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not console.is_terminal, transient=False,
+    )
+
+
 def new_run_dir(config: Config, root: Path | None = None) -> Path:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     run = resolve_path(config.output.runs, root) / config.name / f"{stamp}-{uuid.uuid4().hex[:6]}"
@@ -44,7 +56,17 @@ def _counts(stage_dir: Path) -> StageCounts:
 def step_ingest(config_path: str, overrides: list[str], run_dir: Path) -> Path:
     config = load_config(config_path, overrides)
     out = Path(run_dir) / "01-ingest"
-    rows, quarantine, counts = ingest(config)
+    with progress_bar() as bar:
+        tasks: dict[str, object] = {}
+
+        def report(source: str, advance: int, total: int | None) -> None:
+            if source not in tasks:
+                tasks[source] = bar.add_task(f"ingest {Path(source).name}", total=total)
+            bar.update(tasks[source], advance=advance)
+
+        rows, quarantine, counts = ingest(config, progress=report)
+        for task_id in tasks.values():
+            bar.update(task_id, completed=bar.tasks[task_id].total)
     write_table(rows, out / "rows.parquet")
     write_table(quarantine, out / "quarantine.parquet")
     write_json(counts.to_dict(), out / "counts.json")

