@@ -124,47 +124,79 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None) -> _R
 
 
 def read_csv(path: Path, input_field: str, output_field: str, tick=None) -> _Records:
+    """RFC 4180 CSV; the line of each record is the line it starts on.
+
+    A record that spans several lines and has the wrong number of fields is an
+    unbalanced quote: only its first line is quarantined (`unbalanced_quote`) and
+    parsing restarts on the next line, so one stray quote cannot swallow the rows
+    after it.
+    """
     text, clean = _decode(path.read_bytes())
     rec = _Records([], [], [])
+    # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
+    # U+2028 and form feeds inside a field stay text, as in an editor's line count.
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lines = [line + "\n" for line in text.split("\n")]
+    if lines and lines[-1] == "\n":
+        lines.pop()  # the file's final newline ends the last line; it starts none
     if tick is not None:
-        tick(0, text.count("\n") + 1)
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
+        tick(0, len(lines))
+    if not lines:
         return rec
+    try:
+        header = next(csv.reader([lines[0]]))
     except csv.Error as exc:
         raise IngestError(f"{path}: cannot read the CSV header: {exc}") from exc
     missing = [f for f in (input_field, output_field) if f not in header]
     if missing:
         raise IngestError(f"{path}: column(s) {missing} not in the CSV header {header}")
     i_in, i_out, width = header.index(input_field), header.index(output_field), len(header)
-    prev_end = reader.line_num
-    while True:
-        start = prev_end + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
+    pos = 1  # index in `lines` where the current reader started
+    reported = 0
+    while pos < len(lines):
+        reader = csv.reader(iter(lines[pos:]))
+        consumed = 0
+        restart = None
+        for fields in _safe_rows(reader):
+            start = pos + consumed + 1  # 1-based line number of the record's first line
+            span = reader.line_num - consumed
+            consumed = reader.line_num
+            if tick is not None and (pos + consumed) // TICK != reported // TICK:
+                tick(pos + consumed - reported, None)
+                reported = pos + consumed
+            if isinstance(fields, csv.Error):
+                rec.quarantine.append((start, "invalid_csv", str(fields), _printable(lines[start - 1])))
+                continue
+            if not fields or fields == [""]:
+                continue  # blank line
+            raw = ",".join(fields)
+            if len(fields) != width and span > 1:
+                rec.quarantine.append((start, "unbalanced_quote", f"a quoted field runs over {span} lines", _printable(lines[start - 1])))
+                restart = start  # next reader starts on the line after this one
+                break
+            if not clean and _has_surrogates(raw):
+                rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", _printable(raw)))
+                continue
+            if len(fields) != width:
+                rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", _printable(raw)))
+                continue
+            rec.lines.append(start)
+            rec.values.append((fields[i_in], fields[i_out]))
+        if restart is None:
             break
-        except csv.Error as exc:
-            prev_end = reader.line_num
-            rec.quarantine.append((start, "invalid_csv", str(exc), ""))
-            continue
-        if tick is not None and reader.line_num // TICK != prev_end // TICK:
-            tick(reader.line_num - prev_end, None)
-        prev_end = reader.line_num
-        if not fields or fields == [""]:
-            continue  # blank line
-        raw = ",".join(fields)
-        if not clean and _has_surrogates(raw):
-            rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", _printable(raw)))
-            continue
-        if len(fields) != width:
-            rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", _printable(raw)))
-            continue
-        rec.lines.append(start)
-        rec.values.append((fields[i_in], fields[i_out]))
+        pos = restart
     return rec
+
+
+def _safe_rows(reader):
+    """Rows of a csv.reader; a csv.Error is yielded in place of its row and reading goes on."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            yield exc
 
 
 def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_field: str) -> _Records:

@@ -18,4 +18,6 @@ def normalize_text(df: pl.DataFrame, *, unicode_form: str = "NFKC", collapse_whi
     if collapse_whitespace:
         # \s covers newlines, tabs and Unicode spaces; zero-width characters are removed too.
         text = text.str.replace_all(r"[\u200b\u200c\u200d\u2060\ufeff]", "").str.replace_all(r"\s+", " ")
+    # Control characters (NUL and friends) carry no meaning in task text and break tokenizers.
+    text = text.str.replace_all(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]", "")
     return df.with_columns(input=text.str.strip_chars(), output=pl.col("output").str.strip_chars())

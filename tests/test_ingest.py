@@ -118,3 +118,19 @@ def test_bundled_sample_accounts_for_every_record():
         "too_large", "unknown_label", "not_an_object", "wrong_field_count",
     }
     assert rows.filter(pl.col("split") == "eval").height == 385
+
+
+def test_csv_unbalanced_quote_loses_only_its_own_line(tmp_path):
+    path = tmp_path / "raw.csv"
+    path.write_bytes(b'text,label\r\nfirst row ok,a\r\n"unbalanced quote here,a\nnext row,b\rlast row,c\n')
+    rows, quarantine, counts = _ingest(tmp_path, [str(path)])
+    assert rows.select("line", "input").rows() == [(2, "first row ok"), (4, "next row"), (5, "last row")]
+    assert quarantine.select("line", "reason").rows() == [(3, "unbalanced_quote")]
+    assert counts.rows_in == 4
+
+
+def test_control_characters_are_removed_by_normalization():
+    from filters.normalize import normalize_text
+
+    out = normalize_text(pl.DataFrame({"input": ["nul\x00 byte\x07 here"], "output": ["a"]}))
+    assert out["input"][0] == "nul byte here"
