@@ -108,6 +108,42 @@ def run(
     print_summary(Path(folder), time.perf_counter() - started)
 
 
+@app.command()
+def dedupe(
+    input: Path = typer.Argument(..., help="JSONL, CSV or Parquet file (by extension).", exists=True, dir_okay=False),
+    field: str = typer.Option(..., "--field", "-f", help="Column holding the text to compare."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the kept rows, unchanged (format by extension)."),
+    clusters: Optional[Path] = typer.Option(None, "--clusters", help="Also write one row per input row: row, cluster, kept, duplicate_of, similarity."),
+    threshold: float = typer.Option(0.8, min=0.01, max=1.0, help="Jaccard of shingle sets at or above which rows are duplicates."),
+    num_perm: int = typer.Option(128, "--num-perm", min=16, max=1024, help="MinHash permutations."),
+    ngram: int = typer.Option(3, min=1, max=10, help="Shingle length in words (characters with --shingle char)."),
+    shingle: str = typer.Option("word", help="word or char n-grams."),
+    keep: str = typer.Option("earliest", help="Which row of a cluster stays: earliest, longest or most_common_label."),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Column whose value names the kept row in duplicate_of (default: its row position)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="Label column (for --keep most_common_label and conflict flags)."),
+) -> None:
+    """Near-duplicate dedupe of any file: MinHash LSH, every candidate verified by exact Jaccard."""
+    from curate.dedupe_file import dedupe_file
+
+    if shingle not in ("word", "char"):
+        _fail("--shingle must be word or char")
+    if keep not in ("earliest", "longest", "most_common_label"):
+        _fail("--keep must be earliest, longest or most_common_label")
+    try:
+        summary = dedupe_file(
+            input, field=field, threshold=threshold, num_perm=num_perm, ngram=ngram, shingle=shingle,
+            keep=keep, out=out, clusters=clusters, id_field=id_field, label_field=label_field,
+        )
+    except ValueError as exc:
+        _fail(str(exc))
+    table = Table(title=f"near-duplicate dedupe of {input.name}", title_justify="left")
+    for col in ("rows in", "kept", "removed", "clusters (2+ rows)", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(summary[k]) if k != "seconds" else f"{summary[k]:.2f}" for k in ("rows_in", "kept", "removed", "clusters", "seconds")))
+    console.print(table)
+    console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""))
+
+
 @model_app.command("prepare")
 def model_prepare(
     dest: Path = typer.Option(None, help="Folder to write (default data/models/SmolLM2-135M-Instruct)."),
@@ -192,6 +228,8 @@ def config_check(config: Path = typer.Argument(..., help="YAML configuration to 
     except ConfigError as exc:
         _fail(str(exc))
     console.print(f"{config}: valid (hash {cfg.digest()})")
+
+
 
 
 def main() -> None:

@@ -136,9 +136,27 @@ class ExactDedupeConfig(_Section):
     casefold: bool = Field(False, description="also treat inputs differing only in case as exact duplicates")
 
 
+class NearDedupeConfig(_Section):
+    """MinHash LSH near-duplicate removal (filters/near_dup.py); candidates are verified by exact Jaccard."""
+
+    enabled: bool = True
+    threshold: float = Field(0.8, gt=0, le=1, description="Jaccard of shingle sets at or above which two inputs are duplicates")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations; bands x rows are chosen from the threshold for >= 0.99 recall")
+    ngram: int = Field(3, ge=1, le=10, description="shingle length, in words (or characters with shingle: char)")
+    shingle: Literal["word", "char"] = Field("word", description="word n-grams, or character n-grams for short or noisy text")
+    keep: Literal["earliest", "longest", "most_common_label"] = Field("earliest", description="which row of a cluster stays")
+    on_conflict: Literal["exclude", "keep_flagged"] = Field(
+        "exclude", description="a cluster whose rows disagree on the label: keep all of it out (listed for review) or keep one row, flagged"
+    )
+    seed: int = Field(1, description="MinHash permutation seed (datasketch's default is 1)")
+
+
 class DedupeConfig(_Section):
     exact: ExactDedupeConfig = ExactDedupeConfig()
-    decontaminate: bool = Field(True, description="drop train rows whose input also occurs in the eval split")
+    near: NearDedupeConfig = NearDedupeConfig()
+    decontaminate: bool = Field(
+        True, description="drop train rows equal to, or (with near enabled) near-duplicates of, an eval row"
+    )
 
 
 class EngineConfig(_Section):

@@ -47,10 +47,21 @@ def test_banking77_sample_end_to_end(harness, tmp_path):
     verify_snapshot(folder)
     rejected = pl.read_parquet(folder / "rejected.parquet")
     reasons = set(rejected["reason"])
-    assert {"exact_duplicate", "label_conflict", "eval_contamination", "blocklisted", "too_short"} <= reasons
-    dups = rejected.filter(pl.col("reason") == "exact_duplicate")
+    assert {"exact_duplicate", "near_duplicate", "label_conflict", "eval_contamination", "blocklisted", "too_short"} <= reasons
     train = pl.read_parquet(folder / "train.parquet")
-    assert dups["duplicate_of"].is_in(train["row_id"].implode()).all()  # folded into a kept row
+    eval_ids = set(pl.read_parquet(folder / "eval.parquet")["row_id"])
+    # Every folded row leads, through its lineage, to a row that is in the snapshot.
+    parent = dict(zip(rejected["row_id"], rejected["duplicate_of"]))
+    kept_ids = set(train["row_id"]) | eval_ids
+    for row in rejected.filter(pl.col("reason").is_in(["exact_duplicate", "near_duplicate", "eval_contamination"])).iter_rows(named=True):
+        node, hops = row["duplicate_of"], 0
+        while node not in kept_ids and hops < 10:
+            node, hops = parent.get(node), hops + 1
+        assert node in kept_ids, row
+    near = rejected.filter(pl.col("reason") == "near_duplicate")
+    assert near["cluster"].str.starts_with("n").all() and near["detail"].str.contains("jaccard").all()
+    topup = near.filter(pl.col("input").str.contains("top.up", literal=False))
+    assert topup.height >= 5  # "top-up" / "top up" variants folded
     assert train["row_id"].n_unique() == train.height
     assert train.filter(pl.col("pii").list.len() > 0).height >= 20  # redacted and kept
     assert not train["input"].str.contains("@example.com").any()
