@@ -18,7 +18,7 @@ STAMP      := $(VENV)/.installed-$(LOCK_HASH)
 KNOWN_GAPS := torchaudio|torchcodec|torchvision|llama-cpp-python|requires llm,|not supported on this platform
 TEST_STAMP := $(VENV)/.installed-test-$(TEST_HASH)
 
-.PHONY: setup setup-test run test model lock clean-runs help
+.PHONY: setup setup-test browser run test model lock clean-runs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -43,6 +43,13 @@ $(TEST_STAMP): $(STAMP)
 	rm -f $(VENV)/.installed-test-*
 	touch $(TEST_STAMP)
 
+browser:  ## chromium for the HTML report test (Debian's package; installed when missing and root)
+	# The diff report's test opens the HTML in a real headless browser: Debian's chromium.
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the tests need chromium: install it (e.g. 'sudo apt-get install chromium')"; exit 1; fi; }
+
 setup: $(STAMP)  ## create .venv and install the pinned CPU stack
 setup-test: $(TEST_STAMP)  ## setup plus what the tests need
 
@@ -52,7 +59,7 @@ model: setup  ## prepare the bundled model under data/models (reused once verifi
 run: model  ## set up, prepare the model, run the pipeline on the bundled sample
 	$(BIN)/curate run --config $(CONFIG)
 
-test: setup-test model  ## set up and run the whole test suite
+test: setup-test browser model  ## set up and run the whole test suite
 	$(BIN)/python -m pytest
 
 lock:  ## re-resolve requirements/cpu.in into requirements/cpu.lock (needs the registries)

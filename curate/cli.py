@@ -44,6 +44,8 @@ def _prefect_env() -> None:
     os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
     os.environ.setdefault("PREFECT_MEMO_STORE_PATH", os.path.join(os.environ["PREFECT_HOME"], "memo_store.toml"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # The ephemeral API server starts in a subprocess; on a busy 2-core machine 20 s is not always enough.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
@@ -67,15 +69,19 @@ def print_summary(folder: Path, seconds: float | None = None) -> None:
 
     classes = class_rows(manifest)
     mix = Table(title=f"class mix ({len(classes)} classes)", title_justify="left")
-    for col in ("class", "ingested", "train", "share %", "eval"):
+    for col in ("class", "ingested", "planned", "synth budget", "train", "share %", "eval"):
         mix.add_column(col, justify="left" if col == "class" else "right")
     shown = classes if len(classes) <= 20 else sorted(classes, key=lambda r: r["train"])[:8] + [None] + sorted(classes, key=lambda r: r["train"])[-8:]
     for r in shown:
         if r is None:
-            mix.add_row("...", "", "", "", "")
+            mix.add_row("...", "", "", "", "", "", "")
             continue
-        mix.add_row(r["class"], str(r["ingested"]), str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
+        planned = "" if r["planned"] is None else str(r["planned"])
+        budget = "" if r["synth_budget"] is None else str(r["synth_budget"])
+        mix.add_row(r["class"], str(r["ingested"]), planned, budget, str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
     console.print(mix)
+    if (folder / "class_mix.png").exists():
+        console.print(f"class mix chart: {folder / 'class_mix.png'}", highlight=False)
     rows = manifest["rows"]
     console.print(
         f"[bold]snapshot[/] {folder}  (train {rows['train']}, eval {rows['eval']}, "
@@ -230,6 +236,8 @@ def config_check(config: Path = typer.Argument(..., help="YAML configuration to 
     console.print(f"{config}: valid (hash {cfg.digest()})")
 
 
+from curate.diff_cli import register as _register_diff
+_register_diff(app)
 
 
 def main() -> None:

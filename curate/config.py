@@ -173,6 +173,31 @@ class EngineConfig(_Section):
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel)")
 
 
+class BalanceConfig(_Section):
+    """Move the train class mix toward a target (filters/balance.py); deficits become a synthesis budget."""
+
+    enabled: bool = True
+    strategy: Literal["power", "uniform", "weights", "floor_cap", "none"] = Field(
+        "power", description="power: share ∝ count^power; uniform; weights; floor_cap: clip each class into [floor, cap]"
+    )
+    power: float = Field(0.5, ge=0, le=1, description="1 keeps the observed mix, 0 is uniform")
+    total: int | None = Field(None, gt=0, description="train rows after balancing; default: as many as now")
+    weights: dict[str, float] | None = Field(None, description="strategy weights: relative share per class")
+    floor: int | None = Field(None, ge=0, description="minimum rows per class (filled by synthesis)")
+    cap: int | None = Field(None, gt=0, description="maximum rows per class (majority classes capped)")
+    max_synthetic_ratio: float = Field(1.0, ge=0, description="at most this many synthetic rows per real row of a class")
+
+    @model_validator(mode="after")
+    def _strategy_settings(self) -> "BalanceConfig":
+        if self.strategy == "weights" and not self.weights:
+            raise ValueError("strategy weights needs weights: {class: weight, ...}")
+        if self.strategy == "floor_cap" and self.floor is None and self.cap is None:
+            raise ValueError("strategy floor_cap needs floor and/or cap")
+        if self.floor is not None and self.cap is not None and self.floor > self.cap:
+            raise ValueError(f"floor ({self.floor}) must not exceed cap ({self.cap})")
+        return self
+
+
 class ModelConfig(_Section):
     path: str | None = Field(None, description="local Hugging Face model folder; null = the bundled SmolLM2-135M-Instruct")
     trust_remote_code: bool = Field(False, description="run code shipped with the model; off unless you trust it")
@@ -192,6 +217,7 @@ class Config(_Section):
     ingest: IngestConfig = IngestConfig()
     clean: CleanConfig = CleanConfig()
     dedupe: DedupeConfig = DedupeConfig()
+    balance: BalanceConfig = BalanceConfig()
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
 

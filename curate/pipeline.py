@@ -93,6 +93,17 @@ def step_dedupe(config_path: str, overrides: list[str], prev: Path, run_dir: Pat
     return out
 
 
+def step_balance(config_path: str, overrides: list[str], prev: Path, run_dir: Path) -> Path:
+    config = load_config(config_path, overrides)
+    out = Path(run_dir) / "04-balance"
+    kept, dropped, counts, plan = stages.balance(pl.read_parquet(Path(prev) / "rows.parquet"), config)
+    write_table(kept, out / "rows.parquet")
+    write_table(dropped, out / "dropped.parquet")
+    write_table(plan, out / "plan.parquet")
+    write_json(counts.to_dict(), out / "counts.json")
+    return out
+
+
 def input_hashes(config: Config) -> list[dict]:
     """sha256 and size of every source file (folders: of every file inside, in order)."""
     out = []
@@ -113,6 +124,8 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
     dropped = [pl.read_parquet(d / "dropped.parquet") for d in stage_dirs if (d / "dropped.parquet").exists()]
     rejected = pl.concat(dropped) if dropped else empty_dropped()
     quarantine = pl.read_parquet(stage_dirs[0] / "quarantine.parquet")
+    plans = [d / "plan.parquet" for d in stage_dirs if (d / "plan.parquet").exists()]
+    plan = pl.read_parquet(plans[-1]) if plans else None
     return write_snapshot(
         resolve_path(config.output.snapshots),
         config.name,
@@ -126,6 +139,7 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
         inputs=input_hashes(config),
         extra=extra,
         ingested=pl.read_parquet(stage_dirs[0] / "rows.parquet", columns=["split", "label"]),
+        plan=plan,
     )
 
 

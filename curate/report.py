@@ -31,11 +31,14 @@ def class_rows(manifest: dict) -> list[dict]:
     dist = manifest["class_distribution"]
     before = dist.get("ingested", {})
     total = sum(dist["train"].values()) or 1
-    labels = sorted(set(dist["train"]) | set(dist["eval"]) | set(before))
+    plan = {r["label"]: r for r in manifest.get("balance_plan") or []}
+    labels = sorted(set(dist["train"]) | set(dist["eval"]) | set(before) | set(plan))
     return [
         {
             "class": label,
             "ingested": before.get(label, 0),
+            "planned": plan.get(label, {}).get("planned"),
+            "synth_budget": plan.get(label, {}).get("synth"),
             "train": dist["train"].get(label, 0),
             "share": round(100 * dist["train"].get(label, 0) / total, 2),
             "eval": dist["eval"].get(label, 0),

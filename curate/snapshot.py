@@ -84,6 +84,7 @@ def write_snapshot(
     inputs: list[dict],
     extra: dict | None = None,
     ingested: pl.DataFrame | None = None,
+    plan: pl.DataFrame | None = None,
 ) -> Path:
     """Write a snapshot atomically and return its folder (an existing identical one is reused)."""
     base = Path(root) / name
@@ -115,6 +116,17 @@ def write_snapshot(
             "review": None,
             **(extra or {}),
         }
+        if plan is not None:
+            manifest["balance_plan"] = plan.to_dicts()
+            from filters.balance import plot_class_mix
+
+            plot_class_mix(
+                manifest["class_distribution"]["ingested"] or class_distribution(train),
+                dict(zip(plan["label"], plan["planned"])),
+                manifest["class_distribution"]["train"],
+                tmp / "class_mix.png",
+                title=f"{name}: train rows per class (before curation, planned, in this snapshot)",
+            )
         write_json(manifest, tmp / "manifest.json")
         final = base / snapshot_id
         if final.exists():

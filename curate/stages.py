@@ -13,6 +13,7 @@ import polars as pl
 
 from curate.config import Config, resolve_path
 from curate.schema import StageCounts, count_stage, split_dropped
+from filters.balance import cap_classes, plan_balance
 from filters.blocklist import filter_blocklist, load_terms
 from filters.exact_dedup import dedupe_exact
 from filters.labels import filter_labels
@@ -124,3 +125,27 @@ def _near(df: pl.DataFrame, config: Config) -> pl.DataFrame:
         duplicate_of=pl.when(hit).then(pl.col("_dup")).otherwise(pl.col("duplicate_of")),
         cluster=pl.when(hit).then(pl.col("_cluster")).otherwise(pl.col("cluster")),
     ).drop("_pos", "_reason", "_detail", "_dup", "_cluster")
+
+
+def balance(rows: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts, pl.DataFrame]:
+    """Plan the class mix of the train split and cap majority classes (filters/balance.py).
+
+    Returns (kept, dropped, counts, plan); dropped rows carry reason `class_cap`; the
+    plan's `synth` column is the synthesis budget per class. Eval rows pass unchanged.
+    """
+    b = config.balance
+    train = rows.filter(pl.col("split") == "train")
+    counts = dict(train.group_by("label").len().iter_rows())
+    labels = config.label_set()
+    if labels is not None:  # classes with no rows left still get a target (and a synthesis budget)
+        counts = {label: counts.get(label, 0) for label in labels}
+    plan = plan_balance(
+        counts,
+        strategy=b.strategy if b.enabled else "none",
+        total=b.total, power=b.power, weights=b.weights, floor=b.floor, cap=b.cap,
+        max_synthetic_ratio=b.max_synthetic_ratio,
+    )
+    marked = cap_classes(train, plan, seed=config.seed)
+    kept_train, dropped = split_dropped(marked, stage="balance")
+    kept = pl.concat([kept_train, rows.filter(pl.col("split") != "train")])
+    return kept, dropped, count_stage("balance", rows, kept, dropped), plan

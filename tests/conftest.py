@@ -23,6 +23,7 @@ def _prefect_home(tmp_path_factory):
     os.environ.setdefault("PREFECT_MEMO_STORE_PATH", str(home / "memo_store.toml"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:

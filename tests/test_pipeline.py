@@ -50,9 +50,11 @@ def test_banking77_sample_end_to_end(harness, tmp_path):
     assert {"exact_duplicate", "near_duplicate", "label_conflict", "eval_contamination", "blocklisted", "too_short"} <= reasons
     train = pl.read_parquet(folder / "train.parquet")
     eval_ids = set(pl.read_parquet(folder / "eval.parquet")["row_id"])
-    # Every folded row leads, through its lineage, to a row that is in the snapshot.
+    # Every folded row leads, through its lineage, to a row in the snapshot (or one the
+    # balance stage capped later, which is itself in the rejected table with its reason).
     parent = dict(zip(rejected["row_id"], rejected["duplicate_of"]))
-    kept_ids = set(train["row_id"]) | eval_ids
+    capped = set(rejected.filter(pl.col("reason") == "class_cap")["row_id"])
+    kept_ids = set(train["row_id"]) | eval_ids | capped
     for row in rejected.filter(pl.col("reason").is_in(["exact_duplicate", "near_duplicate", "eval_contamination"])).iter_rows(named=True):
         node, hops = row["duplicate_of"], 0
         while node not in kept_ids and hops < 10:
@@ -63,8 +65,10 @@ def test_banking77_sample_end_to_end(harness, tmp_path):
     topup = near.filter(pl.col("input").str.contains("top.up", literal=False))
     assert topup.height >= 5  # "top-up" / "top up" variants folded
     assert train["row_id"].n_unique() == train.height
-    assert train.filter(pl.col("pii").list.len() > 0).height >= 20  # redacted and kept
-    assert not train["input"].str.contains("@example.com").any()
+    everything = pl.concat([train.select("input", "pii"), rejected.select("input", "pii")])
+    assert everything.filter(pl.col("pii").list.len() > 0).height >= 20  # redacted and marked, not dropped for it
+    assert "pii" not in set(rejected["reason"])
+    assert not everything["input"].str.contains("@example.com").any()
     assert len(manifest["class_distribution"]["train"]) == 77
     assert manifest["model"].endswith("SmolLM2-135M-Instruct")
     assert load_dataset(folder)["train"].num_rows == train.height
