@@ -95,6 +95,7 @@ def print_summary(folder: Path, seconds: float | None = None) -> None:
 def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set clean.min_chars=10 (repeatable)."),
+    require_review: bool = typer.Option(False, "--require-review", help="Stop after curation until the snapshot is approved (curate review approve)."),
 ) -> None:
     """Run the pipeline in-process (ephemeral Prefect API) and print a summary table."""
     from curate.config import ConfigError, load_config
@@ -106,12 +107,16 @@ def run(
     _prefect_env()
     from flows.curate_and_train import curate_and_train
 
+    from curate.pipeline import CACHE_EVENTS
+
     started = time.perf_counter()
     try:
-        folder = curate_and_train(config=str(config), overrides=overrides)
+        folder = curate_and_train(config=str(config), overrides=overrides, require_review=require_review)
     except Exception as exc:  # the stage's own message, not the framework's traceback
         _fail(f"{type(exc).__name__}: {exc}", code=1)
     print_summary(Path(folder), time.perf_counter() - started)
+    if CACHE_EVENTS:
+        console.print("stages: " + ", ".join(f"{stage} {event}" for stage, event in CACHE_EVENTS), highlight=False)
 
 
 @app.command()
@@ -148,6 +153,56 @@ def dedupe(
     table.add_row(*(str(summary[k]) if k != "seconds" else f"{summary[k]:.2f}" for k in ("rows_in", "kept", "removed", "clusters", "seconds")))
     console.print(table)
     console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""))
+
+
+def _api_healthy(api_url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Default configuration of the deployment's runs."),
+    host: str = typer.Option("127.0.0.1", help="Interface of the Prefect server (loopback by default)."),
+    port: int = typer.Option(4200, help="Port of the Prefect server."),
+    start_server: bool = typer.Option(True, "--start-server/--no-start-server", help="Start a local Prefect server (SQLite under ./.prefect) unless one answers."),
+) -> None:
+    """Serve the deployment curate-and-train/default on a Prefect server (started here if needed).
+
+    Then, from another shell: PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run curate-and-train/default --watch
+    """
+    import subprocess
+
+    api = os.environ.setdefault("PREFECT_API_URL", f"http://{host}:{port}/api")
+    _prefect_env()
+    server = None
+    if not _api_healthy(api):
+        if not start_server:
+            _fail(f"no Prefect server answers at {api}")
+        prefect_bin = Path(sys.executable).with_name("prefect")
+        Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
+        log = open(Path(os.environ["PREFECT_HOME"]) / "server.log", "ab")
+        server = subprocess.Popen([str(prefect_bin), "server", "start", "--host", host, "--port", str(port)], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while not _api_healthy(api):
+            if server.poll() is not None or time.time() > deadline:
+                _fail(f"the Prefect server did not start; see {log.name}")
+            time.sleep(1)
+        console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {os.environ['PREFECT_HOME']}", highlight=False)
+    from flows.curate_and_train import curate_and_train
+
+    console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
+    try:
+        curate_and_train.serve(name="default", parameters={"config": str(config)})
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 @model_app.command("prepare")

@@ -206,7 +206,8 @@ class ModelConfig(_Section):
 
 class OutputConfig(_Section):
     snapshots: str = Field("data/snapshots", description="where immutable dataset snapshots are written")
-    runs: str = Field("data/runs", description="where each run keeps its stage outputs")
+    runs: str = Field("data/runs", description="where each run records what it did (run.json per run)")
+    cache: str = Field("data/cache", description="content-addressed stage outputs, reused while inputs, settings and code are unchanged")
 
 
 class Config(_Section):

@@ -1,31 +1,37 @@
 """The pipeline's stages as path-in, path-out steps: what each Prefect task calls.
 
 Each step reads the previous stage's folder, calls the stage function over polars
-frames (curate/ingest.py, curate/stages.py), writes its outputs atomically into its
-own folder under the run folder, and returns that folder:
+frames (curate/ingest.py, curate/stages.py), writes its outputs into its own
+content-addressed folder, and returns that folder:
 
-    data/runs/<name>/<run_id>/
-        01-ingest/  rows.parquet  quarantine.parquet  counts.json
-        02-clean/   rows.parquet  dropped.parquet     counts.json
-        03-dedupe/  rows.parquet  dropped.parquet     counts.json
+    data/cache/<name>/01-ingest/<key>/   rows.parquet  quarantine.parquet  counts.json  key.json
+    data/cache/<name>/02-clean/<key>/    rows.parquet  dropped.parquet     counts.json  key.json
+    data/cache/<name>/03-dedupe/<key>/   ...
+    data/cache/<name>/04-balance/<key>/  ... plan.parquet
 
-`counts.json` is written last: a stage folder without it is incomplete and is
-recomputed. The snapshot step gathers all stage folders into one snapshot.
+The key hashes the stage's inputs, settings and code (see `_cached`): a re-run with
+nothing changed reuses every folder, and a killed run resumes after the last stage
+that completed. The snapshot step gathers the stage folders into one snapshot.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 
 from curate.config import Config, load_config, resolve_path
 from curate.io import read_table, write_json, write_table
 from curate.schema import StageCounts, empty_dropped
-from curate.snapshot import file_sha256, write_snapshot
+from curate.snapshot import file_sha256, source_hash, write_snapshot
 from curate import stages
 from curate.ingest import ingest
 
@@ -53,55 +59,120 @@ def _counts(stage_dir: Path) -> StageCounts:
     return StageCounts.from_dict(json.loads((stage_dir / "counts.json").read_text()))
 
 
-def step_ingest(config_path: str, overrides: list[str], run_dir: Path) -> Path:
-    config = load_config(config_path, overrides)
-    out = Path(run_dir) / "01-ingest"
-    with progress_bar() as bar:
-        tasks: dict[str, object] = {}
+# Source files each stage's output depends on (its cache key covers their content).
+_COMMON = ("curate/config.py", "curate/schema.py", "curate/pipeline.py")
+STAGE_MODULES = {
+    "01-ingest": (*_COMMON, "curate/ingest.py"),
+    "02-clean": (*_COMMON, "curate/stages.py", "filters/normalize.py", "filters/quality.py", "filters/pii.py",
+                 "filters/blocklist.py", "filters/labels.py"),
+    "03-dedupe": (*_COMMON, "curate/stages.py", "filters/exact_dedup.py", "filters/near_dup.py"),
+    "04-balance": (*_COMMON, "curate/stages.py", "filters/balance.py", "filters/near_dup.py"),
+}
 
-        def report(source: str, advance: int, total: int | None) -> None:
-            if source not in tasks:
-                tasks[source] = bar.add_task(f"ingest {Path(source).name}", total=total)
-            bar.update(tasks[source], advance=advance)
 
-        rows, quarantine, counts = ingest(config, progress=report)
-        for task_id in tasks.values():
-            bar.update(task_id, completed=bar.tasks[task_id].total)
-    write_table(rows, out / "rows.parquet")
-    write_table(quarantine, out / "quarantine.parquet")
-    write_json(counts.to_dict(), out / "counts.json")
+def stage_key(parts: dict) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _cached(config: Config, stage: str, parts: dict, compute: Callable[[Path], None]) -> Path:
+    """Run `compute(folder)` unless a complete folder for the same key exists; return the folder.
+
+    The key covers the stage's inputs (content hashes, or the upstream folder's key),
+    its settings and the code, so an unchanged stage is never recomputed and a run
+    killed mid-way resumes from the last completed stage. The folder is filled under a
+    temporary name and renamed into place: a folder under its key is always complete.
+    """
+    parts = {**parts, "stage": stage, "code": source_hash(STAGE_MODULES[stage])}
+    base = resolve_path(config.output.cache) / config.name / stage
+    out = base / stage_key(parts)
+    if (out / "counts.json").is_file():
+        CACHE_EVENTS.append((stage, "hit"))
+        return out
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+    try:
+        compute(tmp)
+        write_json(parts, tmp / "key.json")
+        if out.exists():
+            shutil.rmtree(out)  # an incomplete leftover (no counts.json)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    CACHE_EVENTS.append((stage, "computed"))
     return out
 
 
-def step_clean(config_path: str, overrides: list[str], prev: Path, run_dir: Path) -> Path:
+# (stage, "hit" | "computed") in the order they happened in this process: for summaries and tests.
+CACHE_EVENTS: list[tuple[str, str]] = []
+
+
+def _file_hashes(paths: list[Path]) -> dict[str, str]:
+    return {str(p): file_sha256(p) for p in paths}
+
+
+def step_ingest(config_path: str, overrides: list[str]) -> Path:
     config = load_config(config_path, overrides)
-    out = Path(run_dir) / "02-clean"
-    kept, dropped, counts = stages.clean(pl.read_parquet(Path(prev) / "rows.parquet"), config)
-    write_table(kept, out / "rows.parquet")
-    write_table(dropped, out / "dropped.parquet")
-    write_json(counts.to_dict(), out / "counts.json")
-    return out
+    labels_file = [resolve_path(config.task.labels_file)] if config.task.labels_file else []
+    parts = {
+        "inputs": input_hashes(config),
+        "task": config.task.model_dump(mode="json"),
+        "data": config.data.model_dump(mode="json"),
+        "ingest": config.ingest.model_dump(mode="json"),
+        "labels_file": _file_hashes(labels_file),
+    }
+
+    def compute(out: Path) -> None:
+        with progress_bar() as bar:
+            tasks: dict[str, object] = {}
+
+            def report(source: str, advance: int, total: int | None) -> None:
+                if source not in tasks:
+                    tasks[source] = bar.add_task(f"ingest {Path(source).name}", total=total)
+                bar.update(tasks[source], advance=advance)
+
+            rows, quarantine, counts = ingest(config, progress=report)
+            for task_id in tasks.values():
+                bar.update(task_id, completed=bar.tasks[task_id].total)
+        write_table(rows, out / "rows.parquet")
+        write_table(quarantine, out / "quarantine.parquet")
+        write_json(counts.to_dict(), out / "counts.json")
+
+    return _cached(config, "01-ingest", parts, compute)
 
 
-def step_dedupe(config_path: str, overrides: list[str], prev: Path, run_dir: Path) -> Path:
+def _rows_step(config: Config, stage: str, prev: Path, parts: dict, run: Callable) -> Path:
+    """A stage that maps the previous stage's rows to (kept, dropped, counts[, plan])."""
+
+    def compute(out: Path) -> None:
+        result = run(pl.read_parquet(Path(prev) / "rows.parquet"))
+        kept, dropped, counts = result[:3]
+        write_table(kept, out / "rows.parquet")
+        write_table(dropped, out / "dropped.parquet")
+        if len(result) > 3:
+            write_table(result[3], out / "plan.parquet")
+        write_json(counts.to_dict(), out / "counts.json")
+
+    return _cached(config, stage, {"prev": Path(prev).name, **parts}, compute)
+
+
+def step_clean(config_path: str, overrides: list[str], prev: Path) -> Path:
     config = load_config(config_path, overrides)
-    out = Path(run_dir) / "03-dedupe"
-    kept, dropped, counts = stages.dedupe(pl.read_parquet(Path(prev) / "rows.parquet"), config)
-    write_table(kept, out / "rows.parquet")
-    write_table(dropped, out / "dropped.parquet")
-    write_json(counts.to_dict(), out / "counts.json")
-    return out
+    blocklists = [resolve_path(f) for f in config.clean.blocklist.files]
+    parts = {"clean": config.clean.model_dump(mode="json"), "task": config.task.model_dump(mode="json"), "blocklists": _file_hashes(blocklists)}
+    return _rows_step(config, "02-clean", prev, parts, lambda rows: stages.clean(rows, config))
 
 
-def step_balance(config_path: str, overrides: list[str], prev: Path, run_dir: Path) -> Path:
+def step_dedupe(config_path: str, overrides: list[str], prev: Path) -> Path:
     config = load_config(config_path, overrides)
-    out = Path(run_dir) / "04-balance"
-    kept, dropped, counts, plan = stages.balance(pl.read_parquet(Path(prev) / "rows.parquet"), config)
-    write_table(kept, out / "rows.parquet")
-    write_table(dropped, out / "dropped.parquet")
-    write_table(plan, out / "plan.parquet")
-    write_json(counts.to_dict(), out / "counts.json")
-    return out
+    parts = {"dedupe": config.dedupe.model_dump(mode="json")}
+    return _rows_step(config, "03-dedupe", prev, parts, lambda rows: stages.dedupe(rows, config))
+
+
+def step_balance(config_path: str, overrides: list[str], prev: Path) -> Path:
+    config = load_config(config_path, overrides)
+    parts = {"balance": config.balance.model_dump(mode="json"), "seed": config.seed, "labels": config.label_set()}
+    return _rows_step(config, "04-balance", prev, parts, lambda rows: stages.balance(rows, config))
 
 
 def input_hashes(config: Config) -> list[dict]:
@@ -140,6 +211,19 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
         extra=extra,
         ingested=pl.read_parquet(stage_dirs[0] / "rows.parquet", columns=["split", "label"]),
         plan=plan,
+    )
+
+
+def write_run_record(config: Config, snapshot: str | Path, stage_dirs: list[str | Path]) -> Path:
+    """data/runs/<name>/<stamp>-<id>/run.json: which stage folders this run used, hit or computed."""
+    run = new_run_dir(config)
+    events = dict(CACHE_EVENTS)
+    return write_json(
+        {
+            "snapshot": str(snapshot),
+            "stages": [{"stage": Path(d).parent.name, "folder": str(d), "cache": events.get(Path(d).parent.name, "hit")} for d in stage_dirs],
+        },
+        run / "run.json",
     )
 
 

@@ -36,7 +36,6 @@ from curate.io import atomic_path, write_json, write_table
 from curate.schema import StageCounts
 
 DATA_FILES = ("train.parquet", "eval.parquet", "rejected.parquet", "quarantine.parquet")
-PACKAGES = ("curate", "filters", "flows", "trainers")
 
 
 def file_sha256(path: str | Path) -> str:
@@ -47,14 +46,29 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def code_version() -> dict:
-    """Package version, git commit (when in a checkout) and a hash of the source files."""
+# The modules whose code decides a snapshot's content: a change to any of them gives a
+# new snapshot id (and recomputes the stages that use them); changes elsewhere (the
+# CLI, the trainers, reports) do not.
+CURATION_MODULES = (
+    "curate/config.py", "curate/ingest.py", "curate/schema.py", "curate/stages.py", "curate/snapshot.py",
+    "filters/*.py",
+)
+
+
+def source_hash(patterns: tuple[str, ...] | list[str]) -> str:
+    """sha256 (16 hex) over the named source files of this project (glob patterns from its root)."""
     root = Path(curate.__file__).resolve().parent.parent
     h = hashlib.sha256()
-    for pkg in PACKAGES:
-        for path in sorted((root / pkg).rglob("*.py")):
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
             h.update(path.relative_to(root).as_posix().encode())
             h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def code_version(patterns: tuple[str, ...] | list[str] = CURATION_MODULES) -> dict:
+    """Package version, git commit (when in a checkout) and a hash of the curation source files."""
+    root = Path(curate.__file__).resolve().parent.parent
     commit = None
     try:
         commit = subprocess.run(
@@ -62,7 +76,7 @@ def code_version() -> dict:
         ).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"package": curate.__version__, "git_commit": commit, "source_sha256": h.hexdigest()[:16]}
+    return {"package": curate.__version__, "git_commit": commit, "source_sha256": source_hash(patterns)}
 
 
 def class_distribution(df: pl.DataFrame) -> dict[str, int]:

@@ -1,52 +1,70 @@
 """The `curate-and-train` Prefect flow: thin tasks that pass paths between stages.
 
     .venv/bin/curate run --config configs/banking77.yaml      # in-process, ephemeral Prefect API
+    .venv/bin/curate serve                                    # a deployment on a local Prefect server
+    prefect deployment run curate-and-train/default --watch
 
 Each task wraps one step of curate/pipeline.py (read, call the stage, write, return
-the folder). Retries only where IO can flake (reading sources, preparing the model,
-writing the snapshot); deterministic filters are never retried.
+the folder). Stage folders are content-addressed, so an unchanged stage is a cache hit
+and a killed run resumes from the last completed stage. Retries only where IO can
+flake (reading sources, preparing the model, writing the snapshot); deterministic
+filters are never retried.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.input import RunInput
 
 from curate import pipeline
-from curate.config import load_config
-from curate.model import resolve_model
-from curate.config import resolve_path
+from curate.config import load_config, resolve_path
 from curate.diff import diff_markdown
+from curate.model import resolve_model
 from curate.report import class_rows, funnel_rows, manifest_markdown
+from curate.review import record_review, review_status
 from curate.snapshot import read_manifest
 
 
-@task(name="prepare-model", retries=1, retry_delay_seconds=5)
+class ReviewDecision(RunInput):
+    """What a reviewer answers when the run pauses for review (Prefect UI or CLI)."""
+
+    approve: bool
+    reviewer: str
+    note: str = ""
+
+
+class ReviewRejected(RuntimeError):
+    """The curated snapshot was rejected (or not yet approved): nothing is trained on it."""
+
+
+@task(name="prepare-model", retries=1, retry_delay_seconds=5, timeout_seconds=900)
 def prepare_model(config_path: str, overrides: list[str]) -> str:
     config = load_config(config_path, overrides)
     return str(resolve_model(config.model.path))
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=2)
-def ingest(config_path: str, overrides: list[str], run_dir: str) -> str:
-    return str(pipeline.step_ingest(config_path, overrides, Path(run_dir)))
+def ingest(config_path: str, overrides: list[str]) -> str:
+    return str(pipeline.step_ingest(config_path, overrides))
 
 
 @task(name="clean")
-def clean(config_path: str, overrides: list[str], prev: str, run_dir: str) -> str:
-    return str(pipeline.step_clean(config_path, overrides, Path(prev), Path(run_dir)))
+def clean(config_path: str, overrides: list[str], prev: str) -> str:
+    return str(pipeline.step_clean(config_path, overrides, Path(prev)))
 
 
 @task(name="dedupe")
-def dedupe(config_path: str, overrides: list[str], prev: str, run_dir: str) -> str:
-    return str(pipeline.step_dedupe(config_path, overrides, Path(prev), Path(run_dir)))
+def dedupe(config_path: str, overrides: list[str], prev: str) -> str:
+    return str(pipeline.step_dedupe(config_path, overrides, Path(prev)))
 
 
 @task(name="balance")
-def balance(config_path: str, overrides: list[str], prev: str, run_dir: str) -> str:
-    return str(pipeline.step_balance(config_path, overrides, Path(prev), Path(run_dir)))
+def balance(config_path: str, overrides: list[str], prev: str) -> str:
+    return str(pipeline.step_balance(config_path, overrides, Path(prev)))
 
 
 @task(name="snapshot", retries=1, retry_delay_seconds=2)
@@ -70,17 +88,51 @@ def diff(config_path: str, overrides: list[str], snapshot_dir: str) -> str:
     return markdown
 
 
+def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
+    """Wait for a reviewer's decision on the snapshot; return the recorded review.
+
+    A decision already in the manifest (`curate review approve|reject`) is used as is.
+    On a Prefect server the run pauses and asks for a ReviewDecision (UI or CLI); with
+    the ephemeral in-process API nobody could answer, so the run stops and says how to
+    approve (a re-run then passes the gate, every stage a cache hit).
+    """
+    status = review_status(snapshot_dir)
+    if status is None:
+        if not os.environ.get("PREFECT_API_URL"):
+            raise ReviewRejected(
+                f"snapshot {snapshot_dir} awaits review: run `curate review approve {snapshot_dir} --by NAME` "
+                "(or reject), then run again"
+            )
+        from prefect.flow_runs import pause_flow_run
+
+        get_run_logger().info("paused for review of %s: approve or reject in the Prefect UI", snapshot_dir)
+        answer = pause_flow_run(wait_for_input=ReviewDecision, timeout=timeout_s)
+        record_review(snapshot_dir, "approve" if answer.approve else "reject", by=answer.reviewer, note=answer.note or None)
+        status = review_status(snapshot_dir)
+    if status["decision"] != "approved":
+        raise ReviewRejected(f"snapshot {snapshot_dir} was rejected by {status['by']}: {status.get('note') or 'no note'}")
+    return status
+
+
 @flow(name="curate-and-train", log_prints=True)
-def curate_and_train(config: str = "configs/banking77.yaml", overrides: list[str] | None = None) -> str:
+def curate_and_train(
+    config: str = "configs/banking77.yaml",
+    overrides: list[str] | None = None,
+    require_review: bool = False,
+    review_timeout_s: int = 86_400,
+) -> str:
     """Ingest, clean, dedupe and balance the task data, then write a versioned snapshot; returns its folder."""
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)  # fail fast, before any stage runs
-    run_dir = str(pipeline.new_run_dir(cfg))
+    pipeline.CACHE_EVENTS.clear()
     model_dir = prepare_model(config, overrides)
-    ingested = ingest(config, overrides, run_dir)
-    cleaned = clean(config, overrides, ingested, run_dir)
-    deduped = dedupe(config, overrides, cleaned, run_dir)
-    balanced = balance(config, overrides, deduped, run_dir)
+    ingested = ingest(config, overrides)
+    cleaned = clean(config, overrides, ingested)
+    deduped = dedupe(config, overrides, cleaned)
+    balanced = balance(config, overrides, deduped)
     folder = snapshot(config, overrides, [ingested, cleaned, deduped, balanced], model_dir)
     diff(config, overrides, folder)
+    pipeline.write_run_record(cfg, folder, [ingested, cleaned, deduped, balanced])
+    if require_review:
+        review_gate(folder, timeout_s=review_timeout_s)
     return folder

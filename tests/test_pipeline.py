@@ -24,7 +24,7 @@ def harness():
 def _run(config, tmp_path, *extra):
     from flows.curate_and_train import curate_and_train
 
-    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", *extra]
+    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}", *extra]
     return Path(curate_and_train(config=config, overrides=overrides))
 
 
@@ -116,3 +116,18 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path):
 def test_every_command_has_help(args):
     out = subprocess.run([sys.executable, "-m", "curate.cli", *args, "--help"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and "Usage" in out.stdout
+
+
+def test_in_process_review_gate_stops_until_approved(harness, tmp_path):
+    from flows.curate_and_train import ReviewRejected, curate_and_train
+    from curate.review import record_review
+
+    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    with pytest.raises(ReviewRejected, match="awaits review"):
+        curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)
+    folder = next((tmp_path / "snapshots" / "viggo").glob("*/manifest.json")).parent
+    record_review(folder, "reject", by="ana", note="too few requests")
+    with pytest.raises(ReviewRejected, match="rejected by ana"):
+        curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)
+    record_review(folder, "approve", by="ben")
+    assert Path(curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)) == folder

@@ -1,0 +1,108 @@
+"""The deployment on a real Prefect server: serve, run, watch, artifacts, the review gate, and caching."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from curate.review import review_status
+
+pytestmark = pytest.mark.slow
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`curate serve` on a fresh loopback server (SQLite in a tmp PREFECT_HOME)."""
+    home = tmp_path_factory.mktemp("prefect")
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_MEMO_STORE_PATH": str(home / "memo.toml"),
+           "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "250"}
+    log = open(home / "serve.log", "wb")
+    proc = subprocess.Popen([str(BIN / "curate"), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        out = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True)
+        if "curate-and-train/default" in out.stdout:
+            break
+        assert proc.poll() is None, (home / "serve.log").read_text()[-3000:]
+        time.sleep(2)
+    else:
+        pytest.fail("the deployment did not appear: " + (home / "serve.log").read_text()[-3000:])
+    yield env, home
+    proc.terminate()
+    proc.wait(timeout=60)
+
+
+def _run(env, params, *extra):
+    return subprocess.run(
+        [str(BIN / "prefect"), "deployment", "run", "curate-and-train/default", "--params", json.dumps(params), *extra],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_deployment_run_completes_with_snapshot_and_artifacts(served, tmp_path):
+    env, home = served
+    overrides = [f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    out = _run(env, {"overrides": overrides}, "--watch")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "Completed" in out.stdout
+    snaps = list((tmp_path / "snap" / "banking77").glob("*/manifest.json"))
+    assert len(snaps) == 1
+    arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
+    for key in ("banking77-funnel", "banking77-class-mix", "banking77-snapshot", "banking77-diff"):
+        assert key in arts.stdout, arts.stdout
+
+    # Unchanged re-run: every stage a cache hit, the same snapshot.
+    again = _run(env, {"overrides": overrides}, "--watch")
+    assert again.returncode == 0
+    runs = sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))
+    last = json.loads(runs[-1].read_text())
+    assert [s["cache"] for s in last["stages"]] == ["hit"] * 4
+    assert Path(last["snapshot"]).parent == snaps[0].parent.parent and Path(last["snapshot"]) == snaps[0].parent
+
+
+def test_review_gate_pauses_and_records_the_decision(served, tmp_path):
+    env, home = served
+    overrides = [f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    out = _run(env, {"overrides": overrides, "require_review": True})
+    assert out.returncode == 0, out.stderr
+    script = """
+import asyncio, sys, time
+from prefect import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateName
+from prefect.flow_runs import resume_flow_run
+
+async def main():
+    async with get_client() as client:
+        for _ in range(300):
+            runs = await client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Paused", "Suspended"]))))
+            if runs:
+                await resume_flow_run(runs[0].id, run_input={"approve": True, "reviewer": "ana", "note": "looks right"})
+                for _ in range(300):
+                    run = await client.read_flow_run(runs[0].id)
+                    if run.state.is_final():
+                        print(run.state.name)
+                        return
+                    await asyncio.sleep(1)
+            await asyncio.sleep(1)
+        print("never paused")
+
+asyncio.run(main())
+"""
+    res = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert res.stdout.strip().endswith("Completed"), res.stdout + res.stderr[-2000:]
+    snap = next((tmp_path / "snap" / "banking77").glob("*/manifest.json")).parent
+    review = review_status(snap)
+    assert review["decision"] == "approved" and review["by"] == "ana"
