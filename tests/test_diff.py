@@ -246,12 +246,14 @@ def test_cli_outputs_and_exit_codes(tmp_path):
 
 def _run(tmp: Path, *overrides: str) -> Path:
     config = "configs/banking77.yaml"
-    ov = [f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}", *overrides]
-    run_dir = pipeline.new_run_dir(pipeline.load_config(config, ov))
-    ingested = pipeline.step_ingest(config, ov, run_dir)
-    cleaned = pipeline.step_clean(config, ov, ingested, run_dir)
-    deduped = pipeline.step_dedupe(config, ov, cleaned, run_dir)
-    return pipeline.step_snapshot(config, ov, [ingested, cleaned, deduped])
+    # Balancing off: these runs isolate one clean / dedupe setting each (class caps would
+    # otherwise move with every change of the class counts).
+    ov = [f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}", f"output.cache={tmp / 'cache'}", "balance.enabled=false", *overrides]
+    ingested = pipeline.step_ingest(config, ov)
+    cleaned = pipeline.step_clean(config, ov, ingested)
+    deduped = pipeline.step_dedupe(config, ov, cleaned)
+    balanced = pipeline.step_balance(config, ov, deduped)
+    return pipeline.step_snapshot(config, ov, [ingested, cleaned, deduped, balanced])
 
 
 @pytest.fixture(scope="module")
