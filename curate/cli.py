@@ -105,13 +105,14 @@ def run(
     except ConfigError as exc:
         _fail(str(exc))
     _prefect_env()
-    from flows.curate_and_train import curate_and_train
+    from flows.curate_and_train import curate_and_train, with_runner
 
     from curate.pipeline import CACHE_EVENTS
 
     started = time.perf_counter()
     try:
-        folder = curate_and_train(config=str(config), overrides=overrides, require_review=require_review)
+        flow_obj = with_runner(curate_and_train, str(config), overrides)
+        folder = flow_obj(config=str(config), overrides=overrides, require_review=require_review)
     except Exception as exc:  # the stage's own message, not the framework's traceback
         _fail(f"{type(exc).__name__}: {exc}", code=1)
     print_summary(Path(folder), time.perf_counter() - started)
@@ -171,6 +172,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Interface of the Prefect server (loopback by default)."),
     port: int = typer.Option(4200, help="Port of the Prefect server."),
     start_server: bool = typer.Option(True, "--start-server/--no-start-server", help="Start a local Prefect server (SQLite under ./.prefect) unless one answers."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Default overrides of the deployment (e.g. --set runner.kind=ray)."),
 ) -> None:
     """Serve the deployment curate-and-train/default on a Prefect server (started here if needed).
 
@@ -194,11 +196,13 @@ def serve(
                 _fail(f"the Prefect server did not start; see {log.name}")
             time.sleep(1)
         console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {os.environ['PREFECT_HOME']}", highlight=False)
-    from flows.curate_and_train import curate_and_train
+    from flows.curate_and_train import curate_and_train, with_runner
 
     console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
     try:
-        curate_and_train.serve(name="default", parameters={"config": str(config)})
+        with_runner(curate_and_train, str(config), list(overrides)).serve(
+            name="default", parameters={"config": str(config), "overrides": list(overrides)}
+        )
     finally:
         if server is not None:
             server.terminate()

@@ -210,6 +210,16 @@ class OutputConfig(_Section):
     cache: str = Field("data/cache", description="content-addressed stage outputs, reused while inputs, settings and code are unchanged")
 
 
+class RunnerConfig(_Section):
+    """Where the flow's tasks run. `ray` sends row shards of the row-wise stages to Ray workers
+    through Prefect's RayTaskRunner (prefect-ray); it needs a Prefect server (curate serve)."""
+
+    kind: Literal["local", "ray"] = Field("local", description="local: threads in this process; ray: a Ray cluster")
+    address: str | None = Field(None, description="Ray cluster address (ray://host:10001); null starts a local Ray")
+    shards: int = Field(4, ge=1, le=4096, description="row shards for the row-wise stages (clean) on Ray")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null: all)")
+
+
 class Config(_Section):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="dataset name; snapshots are grouped by it")
     seed: int = 0
@@ -221,6 +231,7 @@ class Config(_Section):
     balance: BalanceConfig = BalanceConfig()
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
+    runner: RunnerConfig = RunnerConfig()
 
     def label_set(self, root: Path | None = None) -> list[str] | None:
         """The fixed class set, or None when any class is accepted."""
@@ -238,8 +249,12 @@ class Config(_Section):
         return None
 
     def digest(self) -> str:
-        """Hash of the resolved configuration (defaults included)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        """Hash of the resolved configuration (defaults included) that decides the data.
+
+        Where outputs go (`output`) and where tasks run (`runner`) change no row, so
+        they are left out: the same data gets the same snapshot id wherever it ran.
+        """
+        blob = json.dumps(self.model_dump(mode="json", exclude={"output", "runner"}), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -30,7 +30,7 @@ import polars as pl
 
 from curate.config import Config, load_config, resolve_path
 from curate.io import read_table, write_json, write_table
-from curate.schema import StageCounts, empty_dropped
+from curate.schema import StageCounts, count_stage, empty_dropped
 from curate.snapshot import file_sha256, source_hash, write_snapshot
 from curate import stages
 from curate.ingest import ingest
@@ -65,6 +65,8 @@ STAGE_MODULES = {
     "01-ingest": (*_COMMON, "curate/ingest.py"),
     "02-clean": (*_COMMON, "curate/stages.py", "filters/normalize.py", "filters/quality.py", "filters/pii.py",
                  "filters/blocklist.py", "filters/labels.py"),
+    "02-clean-shards": (*_COMMON, "curate/stages.py", "filters/normalize.py", "filters/quality.py", "filters/pii.py",
+                        "filters/blocklist.py", "filters/labels.py"),
     "03-dedupe": (*_COMMON, "curate/stages.py", "filters/exact_dedup.py", "filters/near_dup.py"),
     "04-balance": (*_COMMON, "curate/stages.py", "filters/balance.py", "filters/near_dup.py"),
 }
@@ -156,11 +158,60 @@ def _rows_step(config: Config, stage: str, prev: Path, parts: dict, run: Callabl
     return _cached(config, stage, {"prev": Path(prev).name, **parts}, compute)
 
 
+def _clean_parts(config: Config) -> dict:
+    blocklists = [resolve_path(f) for f in config.clean.blocklist.files]
+    return {"clean": config.clean.model_dump(mode="json"), "task": config.task.model_dump(mode="json"), "blocklists": _file_hashes(blocklists)}
+
+
 def step_clean(config_path: str, overrides: list[str], prev: Path) -> Path:
     config = load_config(config_path, overrides)
-    blocklists = [resolve_path(f) for f in config.clean.blocklist.files]
-    parts = {"clean": config.clean.model_dump(mode="json"), "task": config.task.model_dump(mode="json"), "blocklists": _file_hashes(blocklists)}
-    return _rows_step(config, "02-clean", prev, parts, lambda rows: stages.clean(rows, config))
+    return _rows_step(config, "02-clean", prev, _clean_parts(config), lambda rows: stages.clean(rows, config))
+
+
+# Sharded clean, for task runners that spread work over machines (Ray): clean is row-wise,
+# so cleaning row shards and concatenating them in order gives the same bytes as one pass,
+# and the merged folder has the same cache key as `step_clean`'s.
+
+
+def split_shards(config_path: str, overrides: list[str], prev: Path, n: int) -> list[Path]:
+    """Write the previous stage's rows as n contiguous shards; return their paths."""
+    config = load_config(config_path, overrides)
+    rows = pl.read_parquet(Path(prev) / "rows.parquet")
+    folder = resolve_path(config.output.cache) / config.name / "shards" / f"{Path(prev).name}-{n}"
+    size = max(1, -(-rows.height // n))
+    paths = []
+    for i in range(n):
+        path = folder / f"{i:05d}.parquet"
+        if not path.exists():
+            write_table(rows.slice(i * size, size), path)
+        paths.append(path)
+    return paths
+
+
+def step_clean_shard(config_path: str, overrides: list[str], shard: Path) -> Path:
+    """Clean one shard (cached by the shard's content like any stage)."""
+    config = load_config(config_path, overrides)
+    parts = {**_clean_parts(config), "shard": file_sha256(shard)}
+
+    def compute(out: Path) -> None:
+        kept, dropped, counts = stages.clean(pl.read_parquet(shard), config)
+        write_table(kept, out / "rows.parquet")
+        write_table(dropped, out / "dropped.parquet")
+        write_json(counts.to_dict(), out / "counts.json")
+
+    return _cached(config, "02-clean-shards", parts, compute)
+
+
+def merge_clean(config_path: str, overrides: list[str], prev: Path, shard_dirs: list[Path]) -> Path:
+    """Concatenate cleaned shards, in order, into the folder `step_clean` would have written."""
+    config = load_config(config_path, overrides)
+
+    def run(rows: pl.DataFrame):
+        kept = pl.concat([pl.read_parquet(Path(d) / "rows.parquet") for d in shard_dirs])
+        dropped = pl.concat([pl.read_parquet(Path(d) / "dropped.parquet") for d in shard_dirs])
+        return kept, dropped, count_stage("clean", rows, kept, dropped)
+
+    return _rows_step(config, "02-clean", prev, _clean_parts(config), run)
 
 
 def step_dedupe(config_path: str, overrides: list[str], prev: Path) -> Path:

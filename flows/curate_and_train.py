@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.input import RunInput
 
@@ -27,6 +27,17 @@ from curate.model import resolve_model
 from curate.report import class_rows, funnel_rows, manifest_markdown
 from curate.review import record_review, review_status
 from curate.snapshot import read_manifest
+
+
+def with_runner(flow_obj, config_path: str, overrides: list[str] | None = None):
+    """The flow with the task runner the config names (Ray through prefect-ray, or the default)."""
+    cfg = load_config(config_path, list(overrides or []))
+    if cfg.runner.kind != "ray":
+        return flow_obj
+    from prefect_ray import RayTaskRunner
+
+    init = {"include_dashboard": False, **({"num_cpus": cfg.runner.num_cpus} if cfg.runner.num_cpus else {})}
+    return flow_obj.with_options(task_runner=RayTaskRunner(address=cfg.runner.address, init_kwargs=None if cfg.runner.address else init))
 
 
 class ReviewDecision(RunInput):
@@ -55,6 +66,21 @@ def ingest(config_path: str, overrides: list[str]) -> str:
 @task(name="clean")
 def clean(config_path: str, overrides: list[str], prev: str) -> str:
     return str(pipeline.step_clean(config_path, overrides, Path(prev)))
+
+
+@task(name="shard-rows", retries=1, retry_delay_seconds=2)
+def shard_rows(config_path: str, overrides: list[str], prev: str, n: int) -> list[str]:
+    return [str(p) for p in pipeline.split_shards(config_path, overrides, Path(prev), n)]
+
+
+@task(name="clean-shard")
+def clean_shard(config_path: str, overrides: list[str], shard: str) -> str:
+    return str(pipeline.step_clean_shard(config_path, overrides, Path(shard)))
+
+
+@task(name="merge-clean")
+def merge_clean(config_path: str, overrides: list[str], prev: str, shard_dirs: list[str]) -> str:
+    return str(pipeline.merge_clean(config_path, overrides, Path(prev), [Path(d) for d in shard_dirs]))
 
 
 @task(name="dedupe")
@@ -127,7 +153,12 @@ def curate_and_train(
     pipeline.CACHE_EVENTS.clear()
     model_dir = prepare_model(config, overrides)
     ingested = ingest(config, overrides)
-    cleaned = clean(config, overrides, ingested)
+    if cfg.runner.kind == "ray":  # row shards go to the workers; the merge equals one pass
+        shards = shard_rows(config, overrides, ingested, cfg.runner.shards)
+        futures = clean_shard.map(unmapped(config), unmapped(overrides), shards)
+        cleaned = merge_clean(config, overrides, ingested, [f.result() for f in futures])
+    else:
+        cleaned = clean(config, overrides, ingested)
     deduped = dedupe(config, overrides, cleaned)
     balanced = balance(config, overrides, deduped)
     folder = snapshot(config, overrides, [ingested, cleaned, deduped, balanced], model_dir)

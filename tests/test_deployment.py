@@ -22,15 +22,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    """`curate serve` on a fresh loopback server (SQLite in a tmp PREFECT_HOME)."""
-    home = tmp_path_factory.mktemp("prefect")
+def _serve(home: Path, *extra: str):
+    """Start `curate serve` on a fresh loopback server (SQLite in `home`); wait for the deployment."""
     port = _free_port()
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_MEMO_STORE_PATH": str(home / "memo.toml"),
            "PREFECT_API_URL": f"http://127.0.0.1:{port}/api", "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "COLUMNS": "250"}
     log = open(home / "serve.log", "wb")
-    proc = subprocess.Popen([str(BIN / "curate"), "serve", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([str(BIN / "curate"), "serve", "--port", str(port), *extra], env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.time() + 240
     while time.time() < deadline:
         out = subprocess.run([str(BIN / "prefect"), "deployment", "ls"], env=env, capture_output=True, text=True)
@@ -40,6 +38,13 @@ def served(tmp_path_factory):
         time.sleep(2)
     else:
         pytest.fail("the deployment did not appear: " + (home / "serve.log").read_text()[-3000:])
+    return proc, env
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect")
+    proc, env = _serve(home)
     yield env, home
     proc.terminate()
     proc.wait(timeout=60)
@@ -106,3 +111,25 @@ asyncio.run(main())
     snap = next((tmp_path / "snap" / "banking77").glob("*/manifest.json")).parent
     review = review_status(snap)
     assert review["decision"] == "approved" and review["by"] == "ana"
+
+
+def test_ray_task_runner_gives_the_same_snapshot(tmp_path_factory, tmp_path):
+    """Row shards of the clean stage run on a local Ray through prefect-ray: same snapshot as in-process."""
+    home = tmp_path_factory.mktemp("prefect-ray")
+    proc, env = _serve(home, "--set", "runner.kind=ray", "--set", "runner.num_cpus=2", "--set", "runner.shards=3")
+    try:
+        ray_out = [f"output.snapshots={tmp_path / 'ray-snap'}", f"output.runs={tmp_path / 'ray-runs'}", f"output.cache={tmp_path / 'ray-cache'}", "runner.kind=ray", "runner.shards=3"]
+        out = _run(env, {"overrides": ray_out}, "--watch")
+        assert out.returncode == 0, out.stdout[-3000:]
+        assert out.stdout.count("clean-shard") >= 3 and "merge-clean" in out.stdout
+        assert "Started a local Ray instance" in (home / "serve.log").read_text()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    local_out = [f"output.snapshots={tmp_path / 'local-snap'}", f"output.runs={tmp_path / 'local-runs'}", f"output.cache={tmp_path / 'local-cache'}"]
+    res = subprocess.run([str(BIN / "curate"), "run", *sum((["--set", o] for o in local_out), [])], capture_output=True, text=True, timeout=600,
+                         env={k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    ray_ids = [p.parent.name for p in (tmp_path / "ray-snap" / "banking77").glob("*/manifest.json")]
+    local_ids = [p.parent.name for p in (tmp_path / "local-snap" / "banking77").glob("*/manifest.json")]
+    assert ray_ids == local_ids and len(ray_ids) == 1
