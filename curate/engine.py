@@ -32,6 +32,9 @@ def make_llm(config: Config, *, seed: int | None = None):
         max_model_len=e.max_model_len,
         enforce_eager=e.enforce_eager,
         enable_prefix_caching=e.enable_prefix_caching,
+        enable_chunked_prefill=e.chunked_prefill,
+        # Without chunked prefill a step must fit a whole prompt.
+        **({} if e.chunked_prefill else {"max_num_batched_tokens": max(e.max_model_len, 8192)}),
         tensor_parallel_size=e.tensor_parallel_size,
         trust_remote_code=config.model.trust_remote_code,
         seed=config.seed if seed is None else seed,

@@ -30,7 +30,7 @@ import polars as pl
 
 from curate.config import Config, load_config, resolve_path
 from curate.io import read_table, write_json, write_table
-from curate.schema import StageCounts, count_stage, empty_dropped
+from curate.schema import ROW_SCHEMA, StageCounts, count_stage, empty_dropped
 from curate.snapshot import file_sha256, source_hash, write_snapshot
 from curate import stages
 from curate.ingest import ingest
@@ -69,6 +69,8 @@ STAGE_MODULES = {
                         "filters/blocklist.py", "filters/labels.py"),
     "03-dedupe": (*_COMMON, "curate/stages.py", "filters/exact_dedup.py", "filters/near_dup.py"),
     "04-balance": (*_COMMON, "curate/stages.py", "filters/balance.py", "filters/near_dup.py"),
+    "05-synthesize": (*_COMMON, "curate/stages.py", "curate/synthesis.py", "curate/synthesis_config.py", "curate/templates.py",
+                      "curate/engine.py", "filters/*.py"),
 }
 
 
@@ -226,6 +228,95 @@ def step_balance(config_path: str, overrides: list[str], prev: Path) -> Path:
     return _rows_step(config, "04-balance", prev, parts, lambda rows: stages.balance(rows, config))
 
 
+def _model_identity(config: Config) -> dict:
+    """What identifies the model's weights for cache keys: its folder's recorded hashes."""
+    from curate.model import DEFAULT_MODEL_DIR, MARKER
+
+    folder = resolve_path(config.model.path) if config.model.path else resolve_path(str(DEFAULT_MODEL_DIR))
+    marker = folder / MARKER
+    if marker.is_file():
+        return {"path": str(folder), "files": json.loads(marker.read_text()).get("files")}
+    return {"path": str(folder), "config": file_sha256(folder / "config.json") if (folder / "config.json").is_file() else None}
+
+
+def step_synthesize(config_path: str, overrides: list[str], prev: Path) -> Path:
+    """Fill the balance plan's deficits with synthetic rows (curate/synthesis.py).
+
+    The generation runs in a child process (`python -m curate.synthesis`): vLLM starts
+    its engine in a spawned process, which needs a `__main__` guard and no threads of a
+    task runner around it; the child also gives its memory back when it ends.
+    Rows in = the real rows + every generation; kept = real rows + synthetic rows that
+    passed; each other generation is a filtered row with its stage and reason.
+    """
+    import subprocess
+    import sys
+
+    config = load_config(config_path, overrides)
+    plan = pl.read_parquet(Path(prev) / "plan.parquet")
+    syn = config.synthesis
+    templates = sorted(resolve_path(syn.templates_dir).glob("*.jinja"))
+    parts = {
+        "synthesis": syn.model_dump(mode="json"),
+        "task": config.task.model_dump(mode="json"),
+        "clean": config.clean.model_dump(mode="json"),
+        "dedupe": config.dedupe.model_dump(mode="json"),
+        "seed": config.seed,
+        "model": _model_identity(config),
+        "engine": config.model.engine.model_dump(mode="json"),
+        "templates": _file_hashes(templates),
+    }
+
+    def compute(out: Path) -> None:
+        rows = pl.read_parquet(Path(prev) / "rows.parquet")
+        wanted = int(plan["synth"].sum())
+        if not syn.enabled or wanted == 0:
+            synthetic = pl.DataFrame(schema=ROW_SCHEMA)
+            rejects = empty_dropped()
+            totals = {"enabled": syn.enabled, "requested": wanted, "generated": 0, "kept": 0, "rejected": 0}
+        else:
+            work = out / "work"
+            cmd = [sys.executable, "-m", "curate.synthesis", "--config", config_path, "--rows", str(Path(prev) / "rows.parquet"),
+                   "--plan", str(Path(prev) / "plan.parquet"), "--out", str(work)]
+            for item in overrides:
+                cmd += ["--set", item]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+                raise RuntimeError(f"synthesis failed (exit {done.returncode}):\n{tail}")
+            synthetic = pl.read_parquet(work / "synthetic.parquet")
+            raw_rejects = pl.read_parquet(work / "rejects.parquet")
+            totals = json.loads((work / "totals.json").read_text())
+            rejects = raw_rejects.with_columns(
+                stage=pl.concat_str([pl.lit("synthesize."), pl.col("stage")]),
+                cluster=pl.lit(None, dtype=pl.String),
+            )
+            shutil.rmtree(work)
+        kept = pl.concat([rows, synthetic], how="diagonal_relaxed")
+        generated = synthetic.height + rejects.height
+        by_split = {
+            split: {
+                "rows_in": rows.filter(pl.col("split") == split).height + (generated if split == "train" else 0),
+                "kept": kept.filter(pl.col("split") == split).height,
+                "filtered": rejects.height if split == "train" else 0,
+                "quarantined": 0,
+            }
+            for split in sorted(set(rows["split"].to_list()) | {"train"})
+        }
+        counts = StageCounts(
+            stage="synthesize",
+            rows_in=rows.height + generated,
+            kept=kept.height,
+            filtered=dict(rejects.group_by("reason").len().iter_rows()) if rejects.height else {},
+            by_split=by_split,
+        ).check()
+        write_table(kept, out / "rows.parquet")
+        write_table(rejects, out / "dropped.parquet")
+        write_json(totals, out / "synthesis.json")
+        write_json(counts.to_dict(), out / "counts.json")
+
+    return _cached(config, "05-synthesize", {"prev": Path(prev).name, **parts}, compute)
+
+
 def input_hashes(config: Config) -> list[dict]:
     """sha256 and size of every source file (folders: of every file inside, in order)."""
     out = []
@@ -244,7 +335,11 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
     stage_dirs = [Path(d) for d in stage_dirs]
     final = pl.read_parquet(stage_dirs[-1] / "rows.parquet")
     dropped = [pl.read_parquet(d / "dropped.parquet") for d in stage_dirs if (d / "dropped.parquet").exists()]
-    rejected = pl.concat(dropped) if dropped else empty_dropped()
+    # Synthetic rows and their rejects carry provenance columns real rows lack (null there).
+    rejected = pl.concat(dropped, how="diagonal_relaxed") if dropped else empty_dropped()
+    synthesis = [json.loads((d / "synthesis.json").read_text()) for d in stage_dirs if (d / "synthesis.json").exists()]
+    if synthesis:
+        extra = {**(extra or {}), "synthesis": synthesis[-1]}
     quarantine = pl.read_parquet(stage_dirs[0] / "quarantine.parquet")
     plans = [d / "plan.parquet" for d in stage_dirs if (d / "plan.parquet").exists()]
     plan = pl.read_parquet(plans[-1]) if plans else None

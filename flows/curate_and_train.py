@@ -93,6 +93,15 @@ def balance(config_path: str, overrides: list[str], prev: str) -> str:
     return str(pipeline.step_balance(config_path, overrides, Path(prev)))
 
 
+@task(name="synthesize", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600)
+def synthesize(config_path: str, overrides: list[str], prev: str) -> str:
+    folder = pipeline.step_synthesize(config_path, overrides, Path(prev))
+    totals = (Path(folder) / "synthesis.json").read_text()
+    create_markdown_artifact(key=f"{load_config(config_path, overrides).name}-synthesis", markdown=f"```json\n{totals}\n```\n",
+                             description="Synthesis totals per class and reason")
+    return str(folder)
+
+
 @task(name="snapshot", retries=1, retry_delay_seconds=2)
 def snapshot(config_path: str, overrides: list[str], stage_dirs: list[str], model_dir: str) -> str:
     folder = pipeline.step_snapshot(config_path, overrides, [Path(d) for d in stage_dirs], extra={"model": model_dir})
@@ -147,7 +156,7 @@ def curate_and_train(
     require_review: bool = False,
     review_timeout_s: int = 86_400,
 ) -> str:
-    """Ingest, clean, dedupe and balance the task data, then write a versioned snapshot; returns its folder."""
+    """Ingest, clean, dedupe, balance and synthesize the task data, then write a versioned snapshot; returns its folder."""
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)  # fail fast, before any stage runs
     pipeline.CACHE_EVENTS.clear()
@@ -161,9 +170,11 @@ def curate_and_train(
         cleaned = clean(config, overrides, ingested)
     deduped = dedupe(config, overrides, cleaned)
     balanced = balance(config, overrides, deduped)
-    folder = snapshot(config, overrides, [ingested, cleaned, deduped, balanced], model_dir)
+    synthesized = synthesize(config, overrides, balanced)
+    stage_dirs = [ingested, cleaned, deduped, balanced, synthesized]
+    folder = snapshot(config, overrides, stage_dirs, model_dir)
     diff(config, overrides, folder)
-    pipeline.write_run_record(cfg, folder, [ingested, cleaned, deduped, balanced])
+    pipeline.write_run_record(cfg, folder, stage_dirs)
     if require_review:
         review_gate(folder, timeout_s=review_timeout_s)
     return folder
