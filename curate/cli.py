@@ -295,8 +295,51 @@ def config_check(config: Path = typer.Argument(..., help="YAML configuration to 
     console.print(f"{config}: valid (hash {cfg.digest()})")
 
 
-from curate.diff_cli import register as _register_diff
+_PASS_THROUGH = {"context_settings": {"allow_extra_args": True, "ignore_unknown_options": True}, "add_help_option": False}
+
+
+def _run_module(module: str, args: list[str]) -> None:
+    """Hand over to a trainer's own entry point (argparse; `--help` lists its options).
+
+    exec, not import: vLLM's engine needs the `__main__` guard those modules have."""
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+
+
+@app.command("format-check", **_PASS_THROUGH)
+def format_check(ctx: typer.Context) -> None:
+    """Check the prompt format token by token on every row of a snapshot (SNAPSHOT [--config TRAIN_YAML])."""
+    _run_module("trainers.format", ctx.args)
+
+
+@app.command(**_PASS_THROUGH)
+def train(ctx: typer.Context) -> None:
+    """QLoRA (or LoRA) training on a snapshot: SNAPSHOT --config configs/train/smollm2-135m-qlora.yaml [--set k=v]."""
+    _run_module("trainers.qlora", ctx.args)
+
+
+@app.command(**_PASS_THROUGH)
+def predict(ctx: typer.Context) -> None:
+    """Answer inputs with an adapter and the format it was trained with: --adapter DIR [--vllm] TEXT..."""
+    _run_module("trainers.predict", ctx.args)
+
+
+@app.command("eval", **_PASS_THROUGH)
+def evaluate(ctx: typer.Context) -> None:
+    """Evaluate an adapter against the base model (zero- and few-shot) on the eval split: --adapter DIR."""
+    _run_module("trainers.evaluate", ctx.args)
+
+
+@app.command(**_PASS_THROUGH)
+def sweep(ctx: typer.Context) -> None:
+    """Learning curve: train and evaluate on nested fractions of a snapshot (SNAPSHOT --fractions ...)."""
+    _run_module("trainers.curves", ctx.args)
+
+
+from curate.diff_cli import register as _register_diff  # noqa: E402
+from curate.templates_cli import register as _register_templates  # noqa: E402
+
 _register_diff(app)
+_register_templates(app)
 
 
 def main() -> None:

@@ -1,0 +1,138 @@
+"""Real QLoRA steps on the bundled model (~32 tiny examples): files, falling loss, crash + resume, refusal."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import TrainerCallback
+
+from curate.model import resolve_model
+from tests.trainers import make_snapshot
+from trainers.config import FormatConfig, TrainConfig
+from trainers.format import FormatViolationError, PromptFormat
+from trainers.evaluate import evaluate
+from trainers.predict import predict
+from trainers.qlora import latest_checkpoint, read_meta, setup, train
+
+# Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU thread
+# because the test machine is shared (oversubscribed OpenMP threads were 4x slower).
+TINY = TrainConfig(
+    max_steps=6, eval_steps=2, batch_size=4, val_size=4, max_seq_len=128, learning_rate=1e-3,
+    logging_steps=1, early_stopping_patience=0, cpu_threads=1, lora_dropout=0.0,
+)
+
+
+class CrashAt(TrainerCallback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kw):
+        if state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Train on the tiny snapshot: crash at step 3, then resume from checkpoint-2 to step 6."""
+    tmp = tmp_path_factory.mktemp("qlora")
+    snap = make_snapshot(tmp / "snap")
+    out = tmp / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(snap, resolve_model(None), TINY, out_dir=out, callbacks=[CrashAt(3)])
+    crashed_at = latest_checkpoint(out).name
+    adapter = train(snap, resolve_model(None), TINY, out_dir=out)
+    return {"snap": snap, "out": out, "adapter": adapter, "crashed_at": crashed_at}
+
+
+@pytest.mark.slow
+def test_qlora_trains_saves_format_and_resumes_after_a_crash(tiny_run):
+    out, adapter = tiny_run["out"], tiny_run["adapter"]
+    assert tiny_run["crashed_at"] == "checkpoint-2"
+    ckpt = latest_checkpoint(out)
+    assert (ckpt / "format.json").is_file() and (ckpt / "adapter_model.safetensors").is_file()  # a usable adapter
+    names = {p.name for p in adapter.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= names
+    assert {"format.json", "format_template.jinja", "tokenizer.json", "tokenizer_config.json", "train_meta.json"} <= names
+    meta = read_meta(adapter)
+    assert meta["resumed_from"].endswith("checkpoint-2") and meta["global_step"] == 6
+    losses = meta["train_loss"]
+    assert len(losses) == 6
+    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == TINY.lora_r
+    assert (out / "tb").is_dir() and any((out / "tb").iterdir())
+    assert json.loads((out / "run.json").read_text())["train_rows"] == 28
+    assert json.loads((out / "format_report.json").read_text())["ok"]
+    fmt = PromptFormat.load(adapter)
+    assert fmt.spec.stop_token == "<|im_end|>" and "intent" in fmt.spec.system
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_read_the_format_from_the_adapter(tiny_run):
+    adapter, snap = tiny_run["adapter"], tiny_run["snap"]
+    fmt = PromptFormat.load(adapter)
+    answers = predict(adapter, ["my pin is blocked", "where is my new card?"], max_new_tokens=12)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    rep = evaluate(adapter, snap, engine="transformers", shots=2, max_new_tokens=12)
+    assert set(rep["systems"]) == {"tuned", "base zero-shot", "base 2-shot"}
+    for m in rep["systems"].values():
+        assert m["n"] == 8 and 0 <= m["accuracy"] <= 1 and 0 <= m["format_compliance"] <= 1
+    # the base model sees the label list, the tuned one does not need it; few-shot adds turns
+    assert rep["systems"]["base zero-shot"]["prompt_tokens_mean"] > rep["systems"]["tuned"]["prompt_tokens_mean"]
+    assert rep["systems"]["base 2-shot"]["prompt_tokens_mean"] > rep["systems"]["base zero-shot"]["prompt_tokens_mean"]
+    for name in ("report.json", "report.md", "confusion.png", "predictions.jsonl"):
+        assert (adapter / name).is_file(), name
+    assert "| tuned |" in (adapter / "report.md").read_text()
+    assert fmt.stop_id == fmt.tokenizer.eos_token_id
+
+
+@pytest.mark.slow
+def test_vllm_serves_the_adapter_with_a_lora_request(tiny_run):
+    """The vLLM path (its own process: vLLM spawns its engine) answers like transformers, greedy."""
+    adapter = tiny_run["adapter"]
+    inputs = ["my pin is blocked", "where is my new card?", "I lost my phone", "can I get a visa card?"]
+    proc = subprocess.run([sys.executable, "-m", "trainers.predict", "--vllm", "--adapter", str(adapter),
+                           "--max-new-tokens", "12", *inputs], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [l for l in proc.stdout.splitlines() if "\t" in l]
+    vllm_answers = [l.split("\t", 1)[0] for l in lines]
+    assert len(vllm_answers) == 4
+    hf_answers = predict(adapter, inputs, max_new_tokens=12)
+    # bf16 kernels differ between the engines; greedy answers agree on (almost) every input
+    assert sum(a == b for a, b in zip(vllm_answers, hf_answers)) >= 3, (vllm_answers, hf_answers)
+
+
+def test_training_refuses_on_format_violations_before_loading_the_model(tmp_path):
+    snap = make_snapshot(tmp_path / "snap")
+    bad = tmp_path / "no_eot.jinja"
+    bad.write_text(
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
+        "{% if m['role'] != 'assistant' %}{{ '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    cfg = TINY.model_copy(update={"format": FormatConfig(template=str(bad))})
+    with pytest.raises(FormatViolationError, match="missing_end_of_turn") as err:
+        setup(snap, resolve_model(None), cfg, out_dir=tmp_path / "run", load=False)
+    assert "train-pin_blocked-" in str(err.value) and "allow_format_violations" in str(err.value)
+    allowed = cfg.model_copy(update={"allow_format_violations": True})
+    run = setup(snap, resolve_model(None), allowed, out_dir=tmp_path / "run", load=False)
+    assert run.format_report["by_check"]["missing_end_of_turn"] == 40
+
+
+@pytest.mark.slow
+def test_packed_examples_do_not_attend_to_each_other():
+    """Padding-free packing (position ids restart per example, no attention mask) gives each example
+    the logits it has alone: transformers builds a block-diagonal mask, nothing leaks across. Only with
+    use_cache=False (with a cache it skips the packed-sequence detection); TRL's compute_loss sets it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(resolve_model(None)), dtype=torch.float32).eval()
+    a, b = [1, 9690, 198, 5248, 3037, 314], [1, 4093, 198, 28, 7300, 2003, 2]
+    with torch.no_grad():
+        alone_b = model(input_ids=torch.tensor([b])).logits[0]
+        packed = model(input_ids=torch.tensor([a + b]),
+                       position_ids=torch.tensor([list(range(len(a))) + list(range(len(b)))]), use_cache=False).logits[0]
+    assert torch.allclose(packed[len(a):], alone_b, atol=1e-4)

@@ -1,0 +1,316 @@
+"""Evaluate a tuned adapter against its base model (zero- and few-shot) on a snapshot's eval split.
+
+    .venv/bin/python -m trainers.evaluate --adapter data/runs/adapters/banking77/<run>/adapter
+    .venv/bin/python -m trainers.evaluate --snapshot viggo --base-only --engine transformers --max-examples 50
+
+Every system sees prompts from the same `PromptFormat.encode`: the tuned model with the
+adapter's own format; the base model with the same format plus, for classification, the
+label list in the system prompt (a model that was never told the 77 intent names cannot
+produce them), zero-shot and with `shots` examples from train as earlier chat turns.
+Generation is greedy; vLLM serves base and adapter from one engine (LoRARequest), or
+transformers `generate` where vLLM is not wanted.
+
+Metrics
+    classification  accuracy, macro-F1 (over the label set), per-class recall, confusion PNG
+    generation      parse rate, exact match, slot-level F1 over act(slot[value], ...) MRs
+    all             format compliance: the answer ended with the stop token and is a valid output
+                    (a known label / an output matching task.output_pattern)
+
+Writes report.json, report.md (side-by-side table), confusion.png and predictions.jsonl
+beside the adapter (or into --out).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
+
+MR_RE = re.compile(r"^\s*([a-z_]+)\((.*)\)\s*$", re.S)
+SLOT_RE = re.compile(r"([a-z_]+)\[([^\[\]]*)\]")
+
+
+# -- metrics ------------------------------------------------------------------------------------
+def score_classification(golds: Sequence[str], preds: Sequence[str], stopped: Sequence[bool],
+                         labels: Sequence[str] | None) -> dict:
+    """Accuracy, macro-F1 and per-class recall over the label set (gold labels when none is given)."""
+    label_list = list(labels) if labels else sorted(set(golds))
+    known = set(label_list)
+    tp, fp, fn = Counter(), Counter(), Counter()
+    for g, p in zip(golds, preds):
+        if g == p:
+            tp[g] += 1
+        else:
+            fn[g] += 1
+            fp[p] += 1
+    f1s, recall = [], {}
+    for lab in label_list:
+        if tp[lab] + fn[lab] == 0 and fp[lab] == 0:
+            continue  # not in the eval split and never predicted: no evidence either way
+        prec = tp[lab] / (tp[lab] + fp[lab]) if tp[lab] + fp[lab] else 0.0
+        rec = tp[lab] / (tp[lab] + fn[lab]) if tp[lab] + fn[lab] else 0.0
+        f1s.append(2 * prec * rec / (prec + rec) if prec + rec else 0.0)
+        if tp[lab] + fn[lab]:
+            recall[lab] = round(rec, 4)
+    n = max(len(golds), 1)
+    return {
+        "n": len(golds),
+        "accuracy": sum(g == p for g, p in zip(golds, preds)) / n,
+        "macro_f1": sum(f1s) / len(f1s) if f1s else 0.0,
+        "format_compliance": sum(s and p in known for p, s in zip(preds, stopped)) / n,
+        "per_class_recall": recall,
+    }
+
+
+def parse_mr(text: str) -> tuple[str, list[tuple[str, str]]] | None:
+    """`act(slot[value], ...)` -> (act, [(slot, value), ...]); None when it does not parse."""
+    m = MR_RE.match(text)
+    if not m:
+        return None
+    body = m.group(2).strip()
+    slots = SLOT_RE.findall(body)
+    if SLOT_RE.sub("", body).replace(",", "").strip():
+        return None  # leftovers that are not slot[value] items
+    return m.group(1), [(s, v.strip()) for s, v in slots]
+
+
+def score_structured(golds: Sequence[str], preds: Sequence[str], stopped: Sequence[bool],
+                     output_pattern: str | None) -> dict:
+    """Parse rate, exact match and micro slot-F1 (the act counts as one more slot)."""
+    pattern = re.compile(output_pattern) if output_pattern else None
+    tp = n_pred = n_gold = parsed = compliant = 0
+    for g, p, s in zip(golds, preds, stopped):
+        gp, pp = parse_mr(g), parse_mr(p)
+        gold_items = Counter([("__act__", gp[0])] + gp[1]) if gp else Counter()
+        pred_items = Counter([("__act__", pp[0])] + pp[1]) if pp else Counter()
+        parsed += pp is not None
+        compliant += bool(s and pp is not None and (pattern is None or pattern.fullmatch(p)))
+        tp += sum((gold_items & pred_items).values())
+        n_pred += sum(pred_items.values())
+        n_gold += sum(gold_items.values())
+    prec = tp / n_pred if n_pred else 0.0
+    rec = tp / n_gold if n_gold else 0.0
+    n = max(len(golds), 1)
+    return {
+        "n": len(golds),
+        "parse_rate": parsed / n,
+        "exact_match": sum(g.strip() == p.strip() for g, p in zip(golds, preds)) / n,
+        "slot_f1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0,
+        "format_compliance": compliant / n,
+    }
+
+
+def confusion(golds: Sequence[str], preds: Sequence[str], labels: Sequence[str]) -> list[list[int]]:
+    """Rows gold, columns predicted; a last column counts answers outside the label set."""
+    idx = {lab: i for i, lab in enumerate(labels)}
+    cm = [[0] * (len(labels) + 1) for _ in labels]
+    for g, p in zip(golds, preds):
+        if g in idx:
+            cm[idx[g]][idx.get(p, len(labels))] += 1
+    return cm
+
+
+def plot_confusion(cm: list[list[int]], labels: Sequence[str], path: str | Path, title: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    arr = np.array(cm, dtype=float)
+    rows = arr.sum(axis=1, keepdims=True)
+    norm = np.divide(arr, rows, out=np.zeros_like(arr), where=rows > 0)
+    size = max(6, 0.16 * len(labels) + 3)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(labels) + 1), list(labels) + ["(other)"], rotation=90, fontsize=5 if len(labels) > 30 else 8)
+    ax.set_yticks(range(len(labels)), list(labels), fontsize=5 if len(labels) > 30 else 8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+    return Path(path)
+
+
+def score(task: TaskInfo, golds: Sequence[str], preds: Sequence[str], stopped: Sequence[bool]) -> dict:
+    if task.kind == "classification":
+        return score_classification(golds, preds, stopped, task.labels)
+    return score_structured(golds, preds, stopped, task.output_pattern)
+
+
+# -- running the systems ------------------------------------------------------------------------
+def pick_shots(train_rows: list[dict], k: int, seed: int) -> list[tuple[str, str]]:
+    """k training examples with distinct labels where possible (seeded)."""
+    rows = sorted(train_rows, key=lambda r: r["row_id"])
+    random.Random(seed).shuffle(rows)
+    shots, seen = [], set()
+    for r in rows:
+        if len(shots) == k:
+            break
+        if r["label"] not in seen:
+            shots.append((r["input"], r["output"]))
+            seen.add(r["label"])
+    return shots
+
+
+def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskInfo) -> PromptFormat:
+    """The format for the bare base model: the adapter's template, stop token and instruction, plus
+    the label list for classification (the same `PromptFormat.encode` renders it)."""
+    from dataclasses import replace
+
+    from trainers.config import FormatConfig
+
+    if adapter_fmt is None:
+        return PromptFormat.from_model(base_model, task, FormatConfig(include_labels=True))
+    spec = adapter_fmt.spec
+    cfg = FormatConfig(include_labels=True, stop_token=spec.stop_token, add_special_tokens=spec.add_special_tokens)
+    fmt = PromptFormat.from_tokenizer(adapter_fmt.tokenizer, task, cfg)
+    return PromptFormat(replace(fmt.spec, chat_template=spec.chat_template, template_source=spec.template_source),
+                        adapter_fmt.tokenizer)
+
+
+def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_model: str | Path | None = None,
+             task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
+             max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
+             max_new_tokens: int | None = None) -> dict:
+    """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report."""
+    from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model
+
+    snapshot_dir = Path(snapshot_dir)
+    if adapter_dir is None and base_model is None:
+        raise ValueError("give an adapter folder or a base model")
+    base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
+    tuned_fmt = PromptFormat.load(adapter_dir) if adapter_dir is not None else None
+    task = tuned_fmt.task if tuned_fmt is not None and tuned_fmt.spec.task else task_info(snapshot_dir, task_cfg)
+    rows = read_rows(snapshot_dir, "eval")
+    if max_examples is not None:
+        rows = sorted(rows, key=lambda r: r["row_id"])
+        random.Random(seed).shuffle(rows)
+        rows = rows[:max_examples]
+    golds = [r["output"] for r in rows]
+    ref_fmt = tuned_fmt or base_format(None, base, task)
+    if max_new_tokens is None:  # the longest gold answer plus slack: enough for any valid answer
+        max_new_tokens = max(len(ref_fmt.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds) + 8
+
+    systems: list[tuple[str, PromptFormat, list[tuple[str, str]], bool]] = []
+    if tuned_fmt is not None:
+        systems.append(("tuned", tuned_fmt, [], True))
+    if baseline or tuned_fmt is None:
+        bfmt = base_format(tuned_fmt, base, task)
+        systems.append(("base zero-shot", bfmt, [], False))
+        if shots > 0:
+            systems.append((f"base {shots}-shot", bfmt, pick_shots(read_rows(snapshot_dir, "train"), shots, seed), False))
+
+    llm = None
+    models: dict[bool, Any] = {}
+    results, predictions = {}, {}
+    for name, fmt, shot_rows, with_adapter in systems:
+        prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
+        if engine == "vllm":
+            if llm is None:
+                llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None)
+            gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter else None,
+                                 max_new_tokens=max_new_tokens, llm=llm)
+        else:
+            if with_adapter not in models:
+                models[with_adapter] = load_model(adapter_dir if with_adapter else None, base)
+            gens = generate(models[with_adapter], fmt, prompts, max_new_tokens=max_new_tokens)
+        preds = [g.answer for g in gens]
+        results[name] = score(task, golds, preds, [g.stopped for g in gens])
+        results[name]["prompt_tokens_mean"] = round(sum(map(len, prompts)) / max(len(prompts), 1), 1)
+        predictions[name] = gens
+
+    out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "snapshot": str(snapshot_dir),
+        "adapter": str(adapter_dir) if adapter_dir is not None else None,
+        "base_model": str(base),
+        "engine": engine,
+        "task_kind": task.kind,
+        "eval_rows": len(rows),
+        "shots": shots,
+        "systems": results,
+        "files": {"markdown": str(out / "report.md"), "predictions": str(out / "predictions.jsonl")},
+    }
+    if task.kind == "classification" and task.labels:
+        first = systems[0][0]
+        cm = confusion(golds, [g.answer for g in predictions[first]], task.labels)
+        report["confusion"] = {"system": first, "labels": task.labels, "matrix": cm}
+        report["files"]["confusion_png"] = str(plot_confusion(cm, task.labels, out / "confusion.png",
+                                                               f"{first}: confusion on eval (row-normalized)"))
+    with open(out / "predictions.jsonl", "w") as fh:
+        for i, r in enumerate(rows):
+            fh.write(json.dumps({"row_id": r["row_id"], "gold": r["output"],
+                                 **{name: predictions[name][i].answer for name in predictions}}) + "\n")
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(report_markdown(report))
+    return report
+
+
+def _make_llm(base: Path, rank: int, lora: bool):
+    import os
+
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    from vllm import LLM
+
+    from curate.config import EngineConfig
+
+    e = EngineConfig()
+    return LLM(model=str(base.resolve()), dtype=e.dtype, gpu_memory_utilization=e.gpu_memory_utilization,
+               max_model_len=e.max_model_len, enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
+               tensor_parallel_size=e.tensor_parallel_size, seed=0, enable_lora=lora, max_lora_rank=max(rank, 8),
+               max_loras=1)
+
+
+def report_markdown(report: dict) -> str:
+    systems = report["systems"]
+    cls = report["task_kind"] == "classification"
+    cols = ["accuracy", "macro_f1", "format_compliance"] if cls else ["exact_match", "slot_f1", "parse_rate", "format_compliance"]
+    lines = [
+        f"# Evaluation on {report['snapshot']} ({report['eval_rows']} eval rows, {report['engine']}, greedy)",
+        "",
+        "| system | " + " | ".join(cols) + " | prompt tokens |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
+    for name, m in systems.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[c]:.3f}" for c in cols) + f" | {m['prompt_tokens_mean']} |")
+    if cls:
+        first = next(iter(systems))
+        worst = sorted(systems[first]["per_class_recall"].items(), key=lambda kv: kv[1])[:10]
+        lines += ["", f"Lowest per-class recall ({first}): " + ", ".join(f"{k} {v:.2f}" for k, v in worst)]
+        if "confusion_png" in report["files"]:
+            lines += ["", f"![confusion]({Path(report['files']['confusion_png']).name})"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from curate.model import resolve_model
+    from curate.snapshot import resolve_snapshot
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", default=None)
+    ap.add_argument("--snapshot", default=None, help="default: the adapter's training snapshot")
+    ap.add_argument("--base-only", action="store_true")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
+    ap.add_argument("--shots", type=int, default=5)
+    ap.add_argument("--max-examples", type=int, default=None)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    snap = a.snapshot
+    if snap is None and a.adapter:
+        snap = json.loads((Path(a.adapter) / "train_meta.json").read_text())["snapshot"]
+    rep = evaluate(None if a.base_only else a.adapter, resolve_snapshot(snap),
+                   base_model=resolve_model(None) if a.base_only else None, engine=a.engine, shots=a.shots,
+                   baseline=not a.no_baseline, max_examples=a.max_examples, out_dir=a.out)
+    print(Path(rep["files"]["markdown"]).read_text())

@@ -1,0 +1,164 @@
+"""Predict with a base model (+ a LoRA adapter) in the exact format the adapter was trained with.
+
+    .venv/bin/python -m trainers.predict --adapter data/runs/adapters/banking77/<run>/adapter "my card is lost"
+    .venv/bin/python -m trainers.predict --adapter DIR --vllm "my card is lost" "when does my card arrive"
+
+The prompt tokens come from `PromptFormat.encode` (the format, tokenizer and template read
+from the adapter folder): the same ids the model was trained to continue. Two engines:
+
+    transformers  greedy `generate`, batched with left padding; no server, works everywhere
+    vLLM          the base model served with enable_lora and a LoRARequest for the adapter,
+                  prompts passed as token ids (vLLM must run under `if __name__ == "__main__":`)
+
+Both stop on the format's stop token and return the parsed answer (text up to it, stripped).
+A QLoRA adapter is applied to the bf16 base here (the usual way to serve QLoRA adapters).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from trainers.format import PromptFormat, TaskInfo
+
+
+@dataclass
+class Generation:
+    answer: str  # parsed: text before the stop token, stripped
+    raw: str  # the decoded continuation, special tokens kept
+    stopped: bool  # ended with the stop token (False: ran into max_new_tokens)
+
+
+def adapter_base(adapter_dir: str | Path) -> Path:
+    """The base model an adapter was trained on (train_meta.json, else adapter_config.json)."""
+    adapter_dir = Path(adapter_dir)
+    meta = adapter_dir / "train_meta.json"
+    if meta.is_file():
+        return Path(json.loads(meta.read_text())["base_model"])
+    return Path(json.loads((adapter_dir / "adapter_config.json").read_text())["base_model_name_or_path"])
+
+
+def load_format(adapter_dir: str | Path | None, base_model: str | Path | None = None,
+                task: TaskInfo | None = None, format_cfg=None) -> PromptFormat:
+    """The adapter's own format; for a bare base model, the format built from the task."""
+    if adapter_dir is not None:
+        return PromptFormat.load(adapter_dir)
+    if base_model is None or task is None:
+        raise ValueError("a base model without an adapter needs base_model and task to build its format")
+    return PromptFormat.from_model(base_model, task, format_cfg)
+
+
+def load_model(adapter_dir: str | Path | None, base_model: str | Path | None = None, device: str = "auto"):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainers.qlora import pick_device
+
+    base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
+    device = pick_device(device)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16, device_map={"": device})
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
+    return model
+
+
+def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_tokens: int = 32,
+             batch_size: int = 16) -> list[Generation]:
+    """Greedy decoding of token-id prompts with transformers (left-padded batches)."""
+    import torch
+
+    pad = fmt._pad_id()
+    out: list[Generation] = []
+    device = next(model.parameters()).device
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start:start + batch_size]
+        width = max(len(p) for p in chunk)
+        ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in chunk], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in chunk], device=device)
+        with torch.no_grad():
+            gen = model.generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                eos_token_id=fmt.stop_id, pad_token_id=pad,
+            )
+        for row in gen[:, width:].tolist():
+            stopped = fmt.stop_id in row
+            if stopped:
+                row = row[: row.index(fmt.stop_id) + 1]
+            raw = fmt.tokenizer.decode(row, skip_special_tokens=False)
+            out.append(Generation(fmt.parse(raw), raw, stopped))
+    return out
+
+
+def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[list[int]], *,
+                  adapter_dir: str | Path | None = None, max_new_tokens: int = 32, lora_rank: int = 16,
+                  engine=None, llm=None) -> list[Generation]:
+    """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model."""
+    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
+
+    from curate.config import EngineConfig
+
+    if llm is None:
+        e = engine or EngineConfig()
+        llm = LLM(
+            model=str(Path(base_model).resolve()), dtype=e.dtype, gpu_memory_utilization=e.gpu_memory_utilization,
+            max_model_len=e.max_model_len, enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
+            tensor_parallel_size=e.tensor_parallel_size, seed=0,
+            enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1,
+        )
+    params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
+                            skip_special_tokens=False, include_stop_str_in_output=True)
+    lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
+    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+                           use_tqdm=False, lora_request=lora)
+    gens = []
+    for o in outputs:
+        c = o.outputs[0]
+        ids = list(c.token_ids)
+        stopped = bool(ids) and ids[-1] == fmt.stop_id
+        raw = fmt.tokenizer.decode(ids, skip_special_tokens=False)
+        gens.append(Generation(fmt.parse(raw), raw, stopped))
+    return gens
+
+
+def adapter_rank(adapter_dir: str | Path | None) -> int:
+    if adapter_dir is None:
+        return 8
+    return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
+
+
+def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: str | Path | None = None,
+            task: TaskInfo | None = None, engine: str = "transformers", max_new_tokens: int = 32,
+            shots: Sequence[tuple[str, str]] = ()) -> list[str]:
+    """Answers for raw inputs, formatted exactly as in training (the adapter folder's format)."""
+    fmt = load_format(adapter_dir, base_model, task)
+    prompts = [fmt.encode(x, shots=shots).prompt_ids for x in inputs]
+    base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
+    if engine == "vllm":
+        gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir, max_new_tokens=max_new_tokens,
+                             lora_rank=adapter_rank(adapter_dir))
+    else:
+        gens = generate(load_model(adapter_dir, base), fmt, prompts, max_new_tokens=max_new_tokens)
+    return [g.answer for g in gens]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("inputs", nargs="+")
+    ap.add_argument("--adapter", required=True, help="adapter folder written by trainers.qlora")
+    ap.add_argument("--vllm", action="store_true", help="serve with vLLM (LoRARequest) instead of transformers")
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    a = ap.parse_args()
+    for text, answer in zip(a.inputs, predict(a.adapter, a.inputs, engine="vllm" if a.vllm else "transformers",
+                                               max_new_tokens=a.max_new_tokens)):
+        print(f"{answer}\t{text}")

@@ -1,0 +1,333 @@
+"""QLoRA (or plain LoRA) fine-tuning of a causal LM on a snapshot's train split, with TRL's SFTTrainer.
+
+    .venv/bin/python -m trainers.qlora data/snapshots/banking77/<id> --config configs/train/smollm2-135m-qlora.yaml
+    .venv/bin/python -m trainers.qlora banking77 --set max_steps=20 --out data/adapters/banking77/try
+
+setup -> fit -> validate -> save_checkpoint, shaped like litgpt's finetune/lora.py:
+
+    setup            resolve the run folder, split train/validation (seeded), build the prompt format,
+                     check every example token by token (refuse on violations unless
+                     allow_format_violations), load the base (4-bit NF4 + double quant for qlora, bf16
+                     for lora) and wrap it with LoRA adapters
+    fit              SFTTrainer: loss on completions only (labels are -100 on the prompt, built by
+                     trainers.format), best-fit-decreasing packing without attention across examples,
+                     gradient checkpointing, warmup + cosine, validation loss every eval_steps with early
+                     stopping, checkpoints every eval_steps and resume from the latest after a crash,
+                     TensorBoard logs in <run>/tb
+    validate         validation loss of the final (best) weights
+    save_checkpoint  <run>/adapter/: the LoRA weights, the format (format.json, format_template.jinja)
+                     and the tokenizer files it was trained with, train_meta.json
+
+The same code runs on CPU and GPU (device "auto"). Run folder layout:
+
+    <out>/format_report.json  <out>/checkpoints/checkpoint-N/  <out>/tb/  <out>/adapter/
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from trainers.config import TrainConfig
+from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
+
+ADAPTER_DIR = "adapter"
+META_FILE = "train_meta.json"
+
+
+@dataclass
+class Run:
+    """What setup hands to fit: the config, the data in the format, the model, where to write."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    model_dir: Path
+    snapshot_dir: Path
+    fmt: PromptFormat
+    train_rows: list[dict]
+    val_rows: list[dict]
+    model: Any = None
+    device: str = "cpu"
+    format_report: dict = field(default_factory=dict)
+    trainer: Any = None
+
+
+def set_threads(cfg: TrainConfig) -> None:
+    if cfg.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(cfg.cpu_threads)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device: cuda requested but torch sees no GPU")
+    return requested
+
+
+def split_rows(rows: list[dict], cfg: TrainConfig) -> tuple[list[dict], list[dict]]:
+    """Seeded validation hold-out, then nested training subsets: the first fraction of one fixed
+    permutation, so the 0.25 subset is inside the 0.5 subset (learning curves compare like with like)."""
+    order = sorted(rows, key=lambda r: r["row_id"])
+    random.Random(cfg.seed).shuffle(order)
+    val, rest = order[: cfg.val_size], order[cfg.val_size:]
+    n = max(1, math.ceil(len(rest) * cfg.train_fraction))
+    if cfg.max_train_examples is not None:
+        n = min(n, cfg.max_train_examples)
+    return rest[:n], val
+
+
+def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
+    """The base model (4-bit NF4 for qlora) wrapped with trainable LoRA adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    kwargs: dict = {"dtype": torch.bfloat16, "device_map": {"": device}}
+    if cfg.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",  # normal-float 4-bit: the QLoRA paper's data type for normal weights
+            bnb_4bit_use_double_quant=True,  # quantize the quantization constants too (~0.4 bit/param saved)
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+    if cfg.method == "qlora":
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=cfg.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    elif cfg.gradient_checkpointing:
+        model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=cfg.target_modules,
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def to_dataset(fmt: PromptFormat, rows: list[dict]):
+    """Tokenized rows (input_ids, labels) through the one format function; TRL then skips its own tokenization."""
+    import datasets
+
+    encoded = [fmt.encode(r["input"], r["output"]) for r in rows]
+    return datasets.Dataset.from_dict(
+        {"input_ids": [e.input_ids for e in encoded], "labels": [e.labels for e in encoded]}
+    )
+
+
+def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, task_cfg: Any = None,
+          out_dir: str | Path | None = None, *, load: bool = True) -> Run:
+    """Everything up to the first step; raises FormatViolationError before any model loads."""
+    snapshot_dir, model_dir = Path(snapshot_dir), Path(model_dir)
+    task: TaskInfo = task_info(snapshot_dir, task_cfg)
+    if out_dir is None:
+        manifest = json.loads((snapshot_dir / "manifest.json").read_text())
+        name = f"{snapshot_dir.name}-{cfg.method}-r{cfg.lora_r}-f{cfg.train_fraction:g}-s{cfg.seed}"
+        out_dir = Path(cfg.output_dir) / manifest.get("name", snapshot_dir.parent.name) / name
+    run_dir = Path(out_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    fmt = PromptFormat.from_model(model_dir, task, cfg.format)
+    train_rows, val_rows = split_rows(read_rows(snapshot_dir, "train"), cfg)
+    eval_rows = read_rows(snapshot_dir, "eval")
+    report = fmt.check(train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len, packing=cfg.packing,
+                       batch_size=cfg.batch_size)
+    (run_dir / "format_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    print(report.summary(), file=sys.stderr)
+    if not report.ok and not cfg.allow_format_violations:
+        raise FormatViolationError(
+            report.summary() + f"\nTraining refused: fix the format (train.format) or set "
+            f"allow_format_violations: true. Full list: {run_dir / 'format_report.json'}"
+        )
+    (run_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+    (run_dir / "run.json").write_text(json.dumps({"snapshot": str(snapshot_dir), "base_model": str(model_dir.resolve()),
+                                                  "train_rows": len(train_rows), "val_rows": len(val_rows)}, indent=2) + "\n")
+    run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report.to_dict())
+    run.device = pick_device(cfg.device)
+    if load:
+        run.model = load_model(model_dir, cfg, run.device)
+    return run
+
+
+def _format_callback(fmt: PromptFormat):
+    """Write the format and tokenizer into every checkpoint: any checkpoint is a usable adapter folder."""
+    from transformers import TrainerCallback
+
+    class SaveFormat(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if ckpt.is_dir():
+                fmt.save(ckpt)
+
+    return SaveFormat()
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
+
+
+def fit(run: Run, *, resume: bool = True, callbacks: list | None = None):
+    """Train with SFTTrainer; resumes from the latest complete checkpoint in the run folder."""
+    from torch.utils.tensorboard import SummaryWriter
+    from transformers import EarlyStoppingCallback
+    from transformers.integrations import TensorBoardCallback
+    from trl import SFTConfig, SFTTrainer
+
+    cfg = run.cfg
+    early = cfg.early_stopping_patience > 0 and bool(run.val_rows)
+    args = SFTConfig(
+        output_dir=str(run.run_dir / "checkpoints"),
+        max_length=cfg.max_seq_len,
+        packing=cfg.packing,
+        packing_strategy="bfd",  # best-fit decreasing: whole examples only, never cut; padding-free batches
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.learning_rate,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,  # transformers 5: a float in [0, 1) is a ratio of the total steps
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        eval_strategy="steps" if run.val_rows else "no",
+        eval_steps=cfg.eval_steps,
+        save_strategy="steps",
+        save_steps=cfg.eval_steps,  # same steps as evaluation: the best checkpoint is always on disk
+        save_total_limit=cfg.save_total_limit,
+        load_best_model_at_end=early,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=cfg.logging_steps,
+        report_to="none",  # TensorBoard is added below with an explicit folder
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False},
+        bf16=True,  # CPU autocast in bf16 (avx512_bf16) and GPU alike; the base is stored in bf16 anyway
+        use_cpu=run.device == "cpu",
+        completion_only_loss=True,  # labels already carry -100 on the prompt; kept explicit for readers
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+    )
+    cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt)]
+    if early:
+        cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    trainer = SFTTrainer(
+        model=run.model,
+        args=args,
+        train_dataset=to_dataset(run.fmt, run.train_rows),
+        eval_dataset=to_dataset(run.fmt, run.val_rows) if run.val_rows else None,
+        processing_class=run.fmt.tokenizer,
+        callbacks=cbs + list(callbacks or []),
+    )
+    run.trainer = trainer
+    ckpt = latest_checkpoint(run.run_dir) if resume else None
+    if ckpt is not None:
+        print(f"resuming from {ckpt}", file=sys.stderr)
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
+    run.trainer.fit_seconds = time.perf_counter() - started
+    run.trainer.resumed_from = str(ckpt) if ckpt else None
+    return result
+
+
+def validate(run: Run) -> dict:
+    """Validation loss of the weights the trainer ends with (the best ones with early stopping)."""
+    if not run.val_rows:
+        return {}
+    return {k: float(v) for k, v in run.trainer.evaluate().items()}
+
+
+def peak_memory_mb(device: str) -> float:
+    """Peak accelerator memory on GPU; peak resident memory of this process on CPU."""
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:
+    """The adapter folder: LoRA weights + the format and tokenizer it was trained with + metadata."""
+    adapter_dir = run.run_dir / ADAPTER_DIR
+    run.trainer.model.save_pretrained(str(adapter_dir))
+    run.fmt.save(adapter_dir)
+    history = run.trainer.state.log_history
+    manifest = json.loads((run.snapshot_dir / "manifest.json").read_text())
+    meta = {
+        "base_model": str(run.model_dir.resolve()),
+        "method": run.cfg.method,
+        "snapshot": str(run.snapshot_dir),
+        "snapshot_id": manifest.get("snapshot_id"),
+        "dataset": manifest.get("name"),
+        "train_rows": len(run.train_rows),
+        "val_rows": len(run.val_rows),
+        "device": run.device,
+        "global_step": run.trainer.state.global_step,
+        "best_checkpoint": run.trainer.state.best_model_checkpoint,
+        "resumed_from": getattr(run.trainer, "resumed_from", None),
+        "fit_seconds": round(getattr(run.trainer, "fit_seconds", 0.0), 1),
+        "peak_memory_mb": round(peak_memory_mb(run.device), 1),
+        "train_loss": [h["loss"] for h in history if "loss" in h],
+        "eval_loss": [h["eval_loss"] for h in history if "eval_loss" in h],
+        "metrics": metrics or {},
+        "config": run.cfg.model_dump(mode="json"),
+    }
+    (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    return adapter_dir
+
+
+def train(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfig | None = None, task_cfg: Any = None,
+          out_dir: str | Path | None = None, *, resume: bool = True, callbacks: list | None = None) -> Path:
+    """setup -> fit -> validate -> save_checkpoint; returns the adapter folder."""
+    from transformers import set_seed
+
+    cfg = train_cfg or TrainConfig()
+    set_seed(cfg.seed)
+    set_threads(cfg)
+    run = setup(snapshot_dir, model_dir, cfg, task_cfg, out_dir)
+    fit(run, resume=resume, callbacks=callbacks)
+    metrics = validate(run)
+    return save_checkpoint(run, metrics)
+
+
+def read_meta(adapter_dir: str | Path) -> dict:
+    return json.loads((Path(adapter_dir) / META_FILE).read_text())
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from curate.model import resolve_model
+    from curate.snapshot import resolve_snapshot
+    from trainers.config import load_train_config
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("snapshot", help="snapshot folder, id, or dataset name (latest)")
+    ap.add_argument("--model", default=None, help="base model folder (default: the bundled SmolLM2-135M-Instruct)")
+    ap.add_argument("--config", default=None, help="training YAML (configs/train/*.yaml)")
+    ap.add_argument("--set", action="append", default=[], help="override, e.g. --set max_steps=20")
+    ap.add_argument("--out", default=None, help="run folder (default: <output_dir>/<dataset>/<snapshot>-<method>-...)")
+    a = ap.parse_args()
+    try:
+        print(train(resolve_snapshot(a.snapshot), resolve_model(a.model), load_train_config(a.config, a.set), out_dir=a.out))
+    except FormatViolationError as exc:
+        sys.exit(str(exc))
