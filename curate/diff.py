@@ -44,19 +44,12 @@ from pathlib import Path
 
 import polars as pl
 
+from curate.schema import ROW_SCHEMA
+
 from curate.snapshot import list_snapshots, read_manifest, resolve_snapshot
 
 # Columns the diff reads; any other column (provenance of synthetic rows, ...) is ignored.
-KEPT_SCHEMA: dict[str, pl.DataType] = {
-    "row_id": pl.String(),
-    "split": pl.String(),
-    "source": pl.String(),
-    "line": pl.Int64(),
-    "input": pl.String(),
-    "output": pl.String(),
-    "label": pl.String(),
-    "synthetic": pl.Boolean(),
-}
+KEPT_SCHEMA: dict[str, pl.DataType] = {k: v for k, v in ROW_SCHEMA.items() if k != "pii"}
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     **KEPT_SCHEMA,
     "stage": pl.String(),
