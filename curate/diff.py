@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+
 from curate.schema import ROW_SCHEMA
 from curate.snapshot import list_snapshots, read_manifest, resolve_snapshot
 
