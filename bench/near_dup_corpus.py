@@ -35,7 +35,10 @@ MIN_WORDS, MAX_WORDS = 20, 60  # the issue's document length
 
 
 def load_sentences() -> list[str]:
-    """Every real sentence the shared datasets hold (about 45k)."""
+    """Every real sentence the shared datasets hold (about 45k), or, where they are not
+    beside the checkout, the project's bundled samples (about 5k)."""
+    if not DATASETS.is_dir():
+        return load_bundled_sentences()
     out: list[str] = []
     for split in ("train.csv", "test.csv"):
         out += pl.read_csv(DATASETS / "banking77" / split)["text"].to_list()
@@ -45,6 +48,23 @@ def load_sentences() -> list[str]:
     for split in ("train.csv", "valid.csv", "test.csv"):
         out += pl.read_csv(DATASETS / "viggo" / split)["ref"].to_list()
     return [s.strip() for s in out if s and s.strip()]
+
+
+def load_bundled_sentences() -> list[str]:
+    """Real sentences from data/ (banking77 and ViGGO samples); broken records skipped."""
+    data = ROOT / "data"
+    out: list[str] = []
+    for path in (data / "banking77" / "raw" / "messages.jsonl", data / "banking77" / "eval.jsonl"):
+        for line in path.read_bytes().splitlines():
+            try:
+                row = json.loads(line)
+            except (ValueError, UnicodeDecodeError):
+                continue
+            if isinstance(row, dict) and isinstance(row.get("text"), str):
+                out.append(row["text"])
+    for path in (data / "viggo" / "raw" / "viggo_train.csv", data / "viggo" / "eval.csv"):
+        out += pl.read_csv(path, infer_schema_length=0)["text"].drop_nulls().to_list()
+    return sorted({s.strip() for s in out if s and s.strip() and len(s) < 1000})
 
 
 def _jaccard(a: set[bytes], b: set[bytes]) -> float:

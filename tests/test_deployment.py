@@ -74,7 +74,7 @@ def test_deployment_run_completes_with_snapshot_and_artifacts(served, tmp_path):
     assert again.returncode == 0
     runs = sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))
     last = json.loads(runs[-1].read_text())
-    assert [s["cache"] for s in last["stages"]] == ["hit"] * 4
+    assert [s["cache"] for s in last["stages"]] == ["hit"] * 5
     assert Path(last["snapshot"]).parent == snaps[0].parent.parent and Path(last["snapshot"]) == snaps[0].parent
 
 
