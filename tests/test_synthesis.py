@@ -361,8 +361,11 @@ def test_real_engine_seeded_requests_repeat(engine, viggo):
                                          labels=config.label_set(), seed=5, attempt=1)
     gen = VLLMGenerator(engine)
     first = [g[0].text for g in gen.generate([p.request for p in pending])]
-    again = [g[0].text for g in gen.generate([p.request for p in pending][::-1])][::-1]
-    assert first == again  # per-request seeds: order and batch do not change a request's sample
+    again = [g[0].text for g in gen.generate([p.request for p in pending])]
+    # Per-request seeds: the same requests give the same samples, run after run. (A different
+    # order changes the batch layout, and the CPU kernels' batched sums may then differ in
+    # the last bits, enough to flip a sampled token: reruns keep the order.)
+    assert first == again
     assert len(set(first)) > 1
 
 
