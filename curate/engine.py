@@ -14,17 +14,20 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from curate.config import Config
+from curate.config import Config, EngineConfig
 from curate.model import resolve_model
 
 
-def make_llm(config: Config, *, seed: int | None = None):
-    """A `vllm.LLM` for the configured model (prepared first when it is the bundled one)."""
+def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_remote_code: bool = False, **extra):
+    """A `vllm.LLM` for `model_dir` with the engine settings; `extra` adds e.g. LoRA options.
+
+    The one place an engine is built (synthesis, evaluation, prediction), so engine fixes
+    such as chunked prefill on the CPU build apply everywhere.
+    """
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import LLM
 
-    model_dir = resolve_model(config.model.path)
-    e = config.model.engine
+    e = engine
     return LLM(
         model=str(Path(model_dir).resolve()),
         dtype=e.dtype,
@@ -36,8 +39,19 @@ def make_llm(config: Config, *, seed: int | None = None):
         # Without chunked prefill a step must fit a whole prompt.
         **({} if e.chunked_prefill else {"max_num_batched_tokens": max(e.max_model_len, 8192)}),
         tensor_parallel_size=e.tensor_parallel_size,
-        trust_remote_code=config.model.trust_remote_code,
+        trust_remote_code=trust_remote_code,
+        seed=seed,
+        **extra,
+    )
+
+
+def make_llm(config: Config, *, seed: int | None = None):
+    """A `vllm.LLM` for the configured model (prepared first when it is the bundled one)."""
+    return build_llm(
+        resolve_model(config.model.path),
+        config.model.engine,
         seed=config.seed if seed is None else seed,
+        trust_remote_code=config.model.trust_remote_code,
     )
 
 

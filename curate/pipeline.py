@@ -29,7 +29,7 @@ from typing import Callable
 import polars as pl
 
 from curate.config import Config, load_config, resolve_path
-from curate.io import read_table, write_json, write_table
+from curate.io import write_json, write_table
 from curate.schema import ROW_SCHEMA, StageCounts, count_stage, empty_dropped
 from curate.snapshot import file_sha256, source_hash, write_snapshot
 from curate import stages
@@ -371,7 +371,3 @@ def write_run_record(config: Config, snapshot: str | Path, stage_dirs: list[str 
         },
         run / "run.json",
     )
-
-
-def read_rows(stage_dir: Path) -> pl.DataFrame:
-    return read_table(Path(stage_dir) / "rows.parquet")

@@ -256,18 +256,10 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
 
 def _make_llm(base: Path, rank: int, lora: bool):
-    import os
-
-    os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    from vllm import LLM
-
     from curate.config import EngineConfig
+    from curate.engine import build_llm
 
-    e = EngineConfig()
-    return LLM(model=str(base.resolve()), dtype=e.dtype, gpu_memory_utilization=e.gpu_memory_utilization,
-               max_model_len=e.max_model_len, enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
-               tensor_parallel_size=e.tensor_parallel_size, seed=0, enable_lora=lora, max_lora_rank=max(rank, 8),
-               max_loras=1)
+    return build_llm(base, EngineConfig(), seed=0, enable_lora=lora, max_lora_rank=max(rank, 8), max_loras=1)
 
 
 def report_markdown(report: dict) -> str:

@@ -100,20 +100,16 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
                   engine=None, llm=None) -> list[Generation]:
     """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model."""
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    from vllm import LLM, SamplingParams
+    from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
 
     from curate.config import EngineConfig
+    from curate.engine import build_llm
 
     if llm is None:
-        e = engine or EngineConfig()
-        llm = LLM(
-            model=str(Path(base_model).resolve()), dtype=e.dtype, gpu_memory_utilization=e.gpu_memory_utilization,
-            max_model_len=e.max_model_len, enforce_eager=e.enforce_eager, enable_prefix_caching=e.enable_prefix_caching,
-            tensor_parallel_size=e.tensor_parallel_size, seed=0,
-            enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1,
-        )
+        llm = build_llm(base_model, engine or EngineConfig(), seed=0,
+                        enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
                             skip_special_tokens=False, include_stop_str_in_output=True)
     lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
