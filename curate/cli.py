@@ -50,6 +50,37 @@ def _prefect_env() -> None:
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 
+def _console_without_tracebacks() -> None:
+    """Prefect's console log lines without the framework's tracebacks (the CLI prints the stage's error).
+
+    Only the terminal's formatter changes: the Prefect API (the UI of a server run) still gets
+    every traceback. CURATE_TRACEBACKS=1 keeps them on the terminal too.
+    """
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    if os.environ.get("CURATE_TRACEBACKS") == "1":
+        return
+
+    class Short(logging.Formatter):
+        def __init__(self, inner: logging.Formatter):
+            super().__init__()
+            self.inner = inner
+
+        def format(self, record: logging.LogRecord) -> str:
+            saved = record.exc_info, record.exc_text
+            record.exc_info = record.exc_text = None
+            try:
+                return self.inner.format(record)
+            finally:
+                record.exc_info, record.exc_text = saved
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and handler.formatter and not isinstance(handler.formatter, Short):
+            handler.setFormatter(Short(handler.formatter))
+
+
 def _fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
@@ -91,14 +122,40 @@ def print_summary(folder: Path, seconds: float | None = None) -> None:
     )
 
 
+def print_training(result: dict) -> None:
+    from curate.training import evaluation_rows, training_rows
+
+    table = Table(title="training", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for r in training_rows(result["adapter"]):
+        table.add_row(r["metric"], str(r["value"]))
+    console.print(table)
+    if "evaluation" in result:
+        rows = evaluation_rows(result["evaluation"])
+        ev = Table(title=f"evaluation on the eval split ({rows[0]['n']} rows)", title_justify="left")
+        cols = [c for c in rows[0] if c != "n"]
+        for c in cols:
+            ev.add_column(c, justify="left" if c == "system" else "right")
+        for r in rows:
+            ev.add_row(*[r[c] if c == "system" else f"{r[c]:.3f}" for c in cols])
+        console.print(ev)
+        console.print(f"report: {Path(result['evaluation']) / 'report.md'}", highlight=False)
+    console.print(f"[bold]adapter[/] {result['adapter']}", highlight=False)
+
+
 @app.command()
 def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set clean.min_chars=10 (repeatable)."),
     require_review: bool = typer.Option(False, "--require-review", help="Stop after curation until the snapshot is approved (curate review approve)."),
+    train: Optional[bool] = typer.Option(None, "--train/--no-train", help="Train and evaluate an adapter after curation (default: the config's train.enabled)."),
 ) -> None:
     """Run the pipeline in-process (ephemeral Prefect API) and print a summary table."""
     from curate.config import ConfigError, load_config
+
+    if train is not None:
+        overrides = [*overrides, f"train.enabled={str(train).lower()}"]
 
     try:
         load_config(config, overrides)
@@ -109,13 +166,17 @@ def run(
 
     from curate.pipeline import CACHE_EVENTS
 
+    _console_without_tracebacks()
+
     started = time.perf_counter()
     try:
         flow_obj = with_runner(curate_and_train, str(config), overrides)
-        folder = flow_obj(config=str(config), overrides=overrides, require_review=require_review)
+        result = flow_obj(config=str(config), overrides=overrides, require_review=require_review)
     except Exception as exc:  # the stage's own message, not the framework's traceback
         _fail(f"{type(exc).__name__}: {exc}", code=1)
-    print_summary(Path(folder), time.perf_counter() - started)
+    print_summary(Path(result["snapshot"]), time.perf_counter() - started)
+    if "adapter" in result:
+        print_training(result)
     if CACHE_EVENTS:
         console.print("stages: " + ", ".join(f"{stage} {event}" for stage, event in CACHE_EVENTS), highlight=False)
 

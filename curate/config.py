@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curate.synthesis_config import SynthesisConfig
+from trainers.config import TrainStageConfig
 
 
 class ConfigError(ValueError):
@@ -236,8 +238,48 @@ class Config(_Section):
     balance: BalanceConfig = BalanceConfig()
     synthesis: SynthesisConfig = SynthesisConfig()
     model: ModelConfig = ModelConfig()
+    train: TrainStageConfig = TrainStageConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
+    allow_outside_paths: bool = Field(
+        False,
+        description="allow absolute paths and paths leading out of the project folder (a shared data disk, "
+        "a model elsewhere); off so that a config cannot read or write outside the project unless you say so",
+    )
+
+    def paths(self) -> dict[str, str]:
+        """Every file or folder the config names, by key path."""
+        out: dict[str, str] = {}
+        for split in ("train", "eval"):
+            for i, source in enumerate(getattr(self.data, split)):
+                out[f"data.{split}.{i}.path"] = source.path
+        if self.task.labels_file:
+            out["task.labels_file"] = self.task.labels_file
+        for i, f in enumerate(self.clean.blocklist.files):
+            out[f"clean.blocklist.files.{i}"] = f
+        out["synthesis.templates_dir"] = self.synthesis.templates_dir
+        if self.model.path:
+            out["model.path"] = self.model.path
+        for key in ("snapshots", "runs", "cache"):
+            out[f"output.{key}"] = getattr(self.output, key)
+        out["train.output_dir"] = self.train.output_dir
+        if self.train.format.template:
+            out["train.format.template"] = self.train.format.template
+        return out
+
+    @model_validator(mode="after")
+    def _paths_inside_project(self) -> "Config":
+        if self.allow_outside_paths:
+            return self
+        problems = []
+        for key, value in self.paths().items():
+            p = Path(value)
+            if p.is_absolute() or os.path.normpath(p).split(os.sep)[0] == "..":
+                problems.append(f"{key}: {value!r} is outside the project folder; use a path inside it, "
+                                "or set allow_outside_paths: true")
+        if problems:
+            raise ValueError("\n".join(problems))  # one line per path, keyed (format_errors)
+        return self
 
     def label_set(self, root: Path | None = None) -> list[str] | None:
         """The fixed class set, or None when any class is accepted."""
@@ -257,11 +299,16 @@ class Config(_Section):
     def digest(self) -> str:
         """Hash of the resolved configuration (defaults included) that decides the data.
 
-        Where outputs go (`output`) and where tasks run (`runner`) change no row, so
-        they are left out: the same data gets the same snapshot id wherever it ran.
+        Where outputs go (`output`), where tasks run (`runner`) and how a model is then
+        trained on the data (`train`) change no row, so they are left out: the same data
+        gets the same snapshot id wherever it ran and whatever is trained on it.
         """
-        blob = json.dumps(self.model_dump(mode="json", exclude={"output", "runner"}), sort_keys=True).encode()
+        blob = json.dumps(self.model_dump(mode="json", exclude=set(DATA_INDEPENDENT)), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Config sections that change no curated row (left out of the snapshot's config hash).
+DATA_INDEPENDENT = ("output", "runner", "train", "allow_outside_paths")
 
 
 def resolve_path(path: str, root: Path | None = None) -> Path:
@@ -303,14 +350,17 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def format_errors(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: {exc.error_count()} problem(s) in the configuration:"]
+    lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
+        if key == "(top level)" and "\n" in msg:  # several problems, each already keyed
+            lines += [f"  {line}" for line in msg.splitlines()]
+            continue
         lines.append(f"  {key}: {msg}")
-    return "\n".join(lines)
+    return "\n".join([f"{source}: {len(lines)} problem(s) in the configuration:", *lines])
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

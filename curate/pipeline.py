@@ -30,6 +30,7 @@ import polars as pl
 
 from curate.config import Config, load_config, resolve_path
 from curate.io import write_json, write_table
+from curate.proc import run_module
 from curate.schema import ROW_SCHEMA, StageCounts, count_stage, empty_dropped
 from curate.snapshot import file_sha256, source_hash, write_snapshot
 from curate import stages
@@ -242,15 +243,11 @@ def _model_identity(config: Config) -> dict:
 def step_synthesize(config_path: str, overrides: list[str], prev: Path) -> Path:
     """Fill the balance plan's deficits with synthetic rows (curate/synthesis.py).
 
-    The generation runs in a child process (`python -m curate.synthesis`): vLLM starts
-    its engine in a spawned process, which needs a `__main__` guard and no threads of a
-    task runner around it; the child also gives its memory back when it ends.
+    The generation runs in a child process (`python -m curate.synthesis`, see
+    curate/proc.py), its output in the stage folder's synthesis.log.
     Rows in = the real rows + every generation; kept = real rows + synthetic rows that
     passed; each other generation is a filtered row with its stage and reason.
     """
-    import subprocess
-    import sys
-
     config = load_config(config_path, overrides)
     plan = pl.read_parquet(Path(prev) / "plan.parquet")
     syn = config.synthesis
@@ -275,14 +272,11 @@ def step_synthesize(config_path: str, overrides: list[str], prev: Path) -> Path:
             totals = {"enabled": syn.enabled, "requested": wanted, "generated": 0, "kept": 0, "rejected": 0}
         else:
             work = out / "work"
-            cmd = [sys.executable, "-m", "curate.synthesis", "--config", config_path, "--rows", str(Path(prev) / "rows.parquet"),
+            cmd = ["--config", config_path, "--rows", str(Path(prev) / "rows.parquet"),
                    "--plan", str(Path(prev) / "plan.parquet"), "--out", str(work)]
             for item in overrides:
                 cmd += ["--set", item]
-            done = subprocess.run(cmd, capture_output=True, text=True)
-            if done.returncode != 0:
-                tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-                raise RuntimeError(f"synthesis failed (exit {done.returncode}):\n{tail}")
+            run_module("curate.synthesis", cmd, what="synthesis", log=out / "synthesis.log")
             synthetic = pl.read_parquet(work / "synthetic.parquet")
             raw_rejects = pl.read_parquet(work / "rejects.parquet")
             totals = json.loads((work / "totals.json").read_text())
@@ -351,7 +345,7 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
         rejected=rejected,
         quarantine=quarantine,
         stages=[_counts(d) for d in stage_dirs],
-        config=config.model_dump(mode="json"),
+        config=config.model_dump(mode="json", exclude={"train"}),  # the adapter records its own
         config_hash=config.digest(),
         inputs=input_hashes(config),
         extra=extra,
@@ -360,14 +354,20 @@ def step_snapshot(config_path: str, overrides: list[str], stage_dirs: list[Path]
     )
 
 
-def write_run_record(config: Config, snapshot: str | Path, stage_dirs: list[str | Path]) -> Path:
-    """data/runs/<name>/<stamp>-<id>/run.json: which stage folders this run used, hit or computed."""
-    run = new_run_dir(config)
+def write_run_record(config: Config, snapshot: str | Path, stage_dirs: list[str | Path], *, record: Path | None = None,
+                     extra: dict | None = None) -> Path:
+    """data/runs/<name>/<stamp>-<id>/run.json: which stage folders this run used, hit or computed.
+
+    Written once curation is done and rewritten (same file, `record`) when training adds its paths.
+    """
+    run = record.parent if record is not None else new_run_dir(config)
     events = dict(CACHE_EVENTS)
     return write_json(
         {
             "snapshot": str(snapshot),
             "stages": [{"stage": Path(d).parent.name, "folder": str(d), "cache": events.get(Path(d).parent.name, "hit")} for d in stage_dirs],
+            **({"model_stages": [{"stage": s, "cache": e} for s, e in CACHE_EVENTS if s in ("train", "evaluate")]} if extra else {}),
+            **(extra or {}),
         },
         run / "run.json",
     )

@@ -1,14 +1,18 @@
 """The `curate-and-train` Prefect flow: thin tasks that pass paths between stages.
 
+    prepare-model -> ingest -> clean -> dedupe -> balance -> synthesize -> snapshot -> diff
+        [-> review gate] -> format-check -> train -> evaluate       (with train.enabled)
+
     .venv/bin/curate run --config configs/banking77.yaml      # in-process, ephemeral Prefect API
     .venv/bin/curate serve                                    # a deployment on a local Prefect server
     prefect deployment run curate-and-train/default --watch
 
 Each task wraps one step of curate/pipeline.py (read, call the stage, write, return
 the folder). Stage folders are content-addressed, so an unchanged stage is a cache hit
-and a killed run resumes from the last completed stage. Retries only where IO can
-flake (reading sources, preparing the model, writing the snapshot); deterministic
-filters are never retried.
+and a killed run resumes from the last completed stage (training from its last
+checkpoint, curate/training.py). Retries only where IO or a model can flake (reading
+sources, preparing the model, synthesis, training, evaluation, writing the snapshot);
+deterministic filters are never retried.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.input import RunInput
 
-from curate import pipeline
+from curate import pipeline, training
 from curate.config import load_config, resolve_path
 from curate.diff import diff_markdown
 from curate.model import resolve_model
@@ -149,14 +153,49 @@ def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
     return status
 
 
+@task(name="format-check")
+def format_check(config_path: str, overrides: list[str], snapshot_dir: str, model_dir: str) -> dict:
+    """Every train and eval row in the training format, token by token; a violation fails the run."""
+    from trainers.format import FormatViolationError
+
+    report = training.step_format_check(config_path, overrides, snapshot_dir, model_dir)
+    create_markdown_artifact(key=f"{load_config(config_path, overrides).name}-format-check",
+                             markdown=training.format_markdown(report), description="Token-level format check before training")
+    if report["refusal"]:
+        raise FormatViolationError(report["refusal"])
+    return report
+
+
+@task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=48 * 3600)
+def train(config_path: str, overrides: list[str], snapshot_dir: str, model_dir: str) -> str:
+    """QLoRA/LoRA training; a retry (or a re-run) resumes from the latest checkpoint."""
+    adapter = training.step_train(config_path, overrides, snapshot_dir, model_dir)
+    create_table_artifact(key=f"{load_config(config_path, overrides).name}-training", table=training.training_rows(adapter),
+                          description=f"Training of {adapter}")
+    return str(adapter)
+
+
+@task(name="evaluate", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600)
+def evaluate(config_path: str, overrides: list[str], adapter_dir: str, snapshot_dir: str) -> str:
+    """The adapter against the base model on the eval split (vLLM, LoRA requests)."""
+    folder = training.step_evaluate(config_path, overrides, adapter_dir, snapshot_dir)
+    name = load_config(config_path, overrides).name
+    create_table_artifact(key=f"{name}-evaluation", table=training.evaluation_rows(folder),
+                          description=f"Evaluation on the eval split ({folder})")
+    return str(folder)
+
+
 @flow(name="curate-and-train", log_prints=True)
 def curate_and_train(
     config: str = "configs/banking77.yaml",
     overrides: list[str] | None = None,
     require_review: bool = False,
     review_timeout_s: int = 86_400,
-) -> str:
-    """Ingest, clean, dedupe, balance and synthesize the task data, then write a versioned snapshot; returns its folder."""
+) -> dict:
+    """Curate the task data into a versioned snapshot, then (train.enabled) train and evaluate an adapter on it.
+
+    Returns the paths: snapshot, and with training adapter and evaluation (report folder).
+    """
     overrides = list(overrides or [])
     cfg = load_config(config, overrides)  # fail fast, before any stage runs
     pipeline.CACHE_EVENTS.clear()
@@ -174,7 +213,16 @@ def curate_and_train(
     stage_dirs = [ingested, cleaned, deduped, balanced, synthesized]
     folder = snapshot(config, overrides, stage_dirs, model_dir)
     diff(config, overrides, folder)
-    pipeline.write_run_record(cfg, folder, stage_dirs)
+    result = {"snapshot": folder, "snapshot_id": Path(folder).name}
+    record = pipeline.write_run_record(cfg, folder, stage_dirs)
     if require_review:
         review_gate(folder, timeout_s=review_timeout_s)
-    return folder
+    if cfg.train.enabled:
+        format_check(config, overrides, folder, model_dir)
+        result["adapter"] = train(config, overrides, folder, model_dir)
+        if cfg.train.evaluate:
+            result["evaluation"] = evaluate(config, overrides, result["adapter"], folder)
+        pipeline.write_run_record(cfg, folder, stage_dirs, record=record, extra=result)
+    create_markdown_artifact(key=f"{cfg.name}-outputs", markdown="\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",
+                             description="Where this run's snapshot and adapter are")
+    return result

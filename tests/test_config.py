@@ -77,3 +77,29 @@ def test_digest_changes_with_settings():
     a = load_config("configs/banking77.yaml").digest()
     b = load_config("configs/banking77.yaml", ["clean.min_chars=9"]).digest()
     assert a != b and a == load_config("configs/banking77.yaml").digest()
+
+
+def test_train_section_is_validated_and_does_not_change_the_snapshot_id():
+    cfg = load_config("configs/banking77.yaml")
+    assert cfg.train.enabled and cfg.train.trainer_config().lora_r == 16
+    assert "enabled" not in cfg.train.trainer_config().model_dump()
+    # how a model is trained on the data changes no curated row: same config hash
+    assert load_config("configs/banking77.yaml", ["train.lora_r=4", "train.enabled=false"]).digest() == cfg.digest()
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/banking77.yaml", ["train.lora_r=0", "train.optimizer=sgd", "train.max_steps=0"])
+    msg = str(err.value)
+    assert "train.lora_r:" in msg and "train.optimizer: unknown key" in msg
+
+
+def test_paths_cannot_leave_the_project_unless_allowed():
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/banking77.yaml", ["output.cache=/tmp/elsewhere", "task.labels_file=../../etc/passwd",
+                                               "train.format.template=templates/../../x.jinja"])
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    for key in ("output.cache:", "task.labels_file:", "train.format.template:"):
+        assert key in msg and "allow_outside_paths" in msg
+    assert load_config("configs/banking77.yaml", ["output.cache=data/../data/cache"]).output.cache  # stays inside
+    allowed = load_config("configs/banking77.yaml", ["output.cache=/tmp/elsewhere", "allow_outside_paths=true"])
+    assert allowed.output.cache == "/tmp/elsewhere"
+    assert allowed.digest() == load_config("configs/banking77.yaml").digest()  # where outputs go changes no row

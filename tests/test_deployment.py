@@ -57,30 +57,42 @@ def _run(env, params, *extra):
     )
 
 
-def test_deployment_run_completes_with_snapshot_and_artifacts(served, tmp_path):
+def _outputs(tmp_path):
+    return ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+
+
+def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tmp_path):
+    from tests.test_flow_training import TINY_TRAIN
+
     env, home = served
-    overrides = [f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    overrides = [*_outputs(tmp_path), f"train.output_dir={tmp_path / 'adapters'}", *TINY_TRAIN]
     out = _run(env, {"overrides": overrides}, "--watch")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Completed" in out.stdout
     snaps = list((tmp_path / "snap" / "banking77").glob("*/manifest.json"))
     assert len(snaps) == 1
+    adapters = list((tmp_path / "adapters" / "banking77").glob("*/adapter/adapter_model.safetensors"))
+    assert len(adapters) == 1 and json.loads((adapters[0].parent / "train_meta.json").read_text())["global_step"] == 6
+    assert list(adapters[0].parent.parent.glob("eval-*/report.json"))
     arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
-    for key in ("banking77-funnel", "banking77-class-mix", "banking77-snapshot", "banking77-diff"):
+    for key in ("banking77-funnel", "banking77-class-mix", "banking77-snapshot", "banking77-diff",
+                "banking77-format-check", "banking77-training", "banking77-evaluation", "banking77-outputs"):
         assert key in arts.stdout, arts.stdout
 
-    # Unchanged re-run: every stage a cache hit, the same snapshot.
+    # Unchanged re-run: every stage a cache hit, training and evaluation included; the same snapshot.
     again = _run(env, {"overrides": overrides}, "--watch")
     assert again.returncode == 0
     runs = sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))
     last = json.loads(runs[-1].read_text())
     assert [s["cache"] for s in last["stages"]] == ["hit"] * 5
+    assert [s["cache"] for s in last["model_stages"]] == ["hit", "hit"]
     assert Path(last["snapshot"]).parent == snaps[0].parent.parent and Path(last["snapshot"]) == snaps[0].parent
+    assert Path(last["adapter"]) == adapters[0].parent
 
 
 def test_review_gate_pauses_and_records_the_decision(served, tmp_path):
     env, home = served
-    overrides = [f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    overrides = [*_outputs(tmp_path), "train.enabled=false"]
     out = _run(env, {"overrides": overrides, "require_review": True})
     assert out.returncode == 0, out.stderr
     script = """
@@ -118,7 +130,7 @@ def test_ray_task_runner_gives_the_same_snapshot(tmp_path_factory, tmp_path):
     home = tmp_path_factory.mktemp("prefect-ray")
     proc, env = _serve(home, "--set", "runner.kind=ray", "--set", "runner.num_cpus=2", "--set", "runner.shards=3")
     try:
-        ray_out = [f"output.snapshots={tmp_path / 'ray-snap'}", f"output.runs={tmp_path / 'ray-runs'}", f"output.cache={tmp_path / 'ray-cache'}", "runner.kind=ray", "runner.shards=3"]
+        ray_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'ray-snap'}", f"output.runs={tmp_path / 'ray-runs'}", f"output.cache={tmp_path / 'ray-cache'}", "runner.kind=ray", "runner.shards=3", "train.enabled=false"]
         out = _run(env, {"overrides": ray_out}, "--watch")
         assert out.returncode == 0, out.stdout[-3000:]
         assert out.stdout.count("clean-shard") >= 3 and "merge-clean" in out.stdout
@@ -126,7 +138,7 @@ def test_ray_task_runner_gives_the_same_snapshot(tmp_path_factory, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    local_out = [f"output.snapshots={tmp_path / 'local-snap'}", f"output.runs={tmp_path / 'local-runs'}", f"output.cache={tmp_path / 'local-cache'}"]
+    local_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'local-snap'}", f"output.runs={tmp_path / 'local-runs'}", f"output.cache={tmp_path / 'local-cache'}", "train.enabled=false"]
     res = subprocess.run([str(BIN / "curate"), "run", *sum((["--set", o] for o in local_out), [])], capture_output=True, text=True, timeout=600,
                          env={k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
     assert res.returncode == 0, res.stderr[-3000:]

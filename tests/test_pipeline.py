@@ -24,8 +24,8 @@ def harness():
 def _run(config, tmp_path, *extra):
     from flows.curate_and_train import curate_and_train
 
-    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}", *extra]
-    return Path(curate_and_train(config=config, overrides=overrides))
+    overrides = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}", *extra]
+    return Path(curate_and_train(config=config, overrides=overrides)["snapshot"])
 
 
 def _check_accounting(folder):
@@ -42,7 +42,7 @@ def _check_accounting(folder):
 
 
 def test_banking77_sample_end_to_end(harness, tmp_path):
-    folder = _run("configs/banking77.yaml", tmp_path)
+    folder = _run("configs/banking77.yaml", tmp_path, "train.enabled=false")  # training: tests/test_flow_training.py
     manifest = _check_accounting(folder)
     verify_snapshot(folder)
     rejected = pl.read_parquet(folder / "rejected.parquet")
@@ -74,10 +74,10 @@ def test_banking77_sample_end_to_end(harness, tmp_path):
     assert load_dataset(folder)["train"].num_rows == train.height
 
     # Same inputs, same config: the same snapshot, byte for byte.
-    again = _run("configs/banking77.yaml", tmp_path)
+    again = _run("configs/banking77.yaml", tmp_path, "train.enabled=false")
     assert again == folder
     # A changed setting gives a new snapshot, and the index lists both in order.
-    changed = _run("configs/banking77.yaml", tmp_path, "clean.min_chars=20")
+    changed = _run("configs/banking77.yaml", tmp_path, "train.enabled=false", "clean.min_chars=20")
     assert changed != folder
     index = [json.loads(l)["snapshot_id"] for l in (folder.parent / "index.jsonl").read_text().splitlines()]
     assert index[-1] == changed.name
@@ -96,7 +96,7 @@ def test_viggo_generation_task_end_to_end(harness, tmp_path):
 def test_cli_run_prints_the_summary(tmp_path):
     out = subprocess.run(
         [sys.executable, "-m", "curate.cli", "run", "--config", "configs/viggo.yaml",
-         "--set", f"output.snapshots={tmp_path / 's'}", "--set", f"output.runs={tmp_path / 'r'}"],
+         "--set", "allow_outside_paths=true", "--set", f"output.snapshots={tmp_path / 's'}", "--set", f"output.runs={tmp_path / 'r'}"],
         capture_output=True, text=True, timeout=600,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -122,7 +122,7 @@ def test_in_process_review_gate_stops_until_approved(harness, tmp_path):
     from flows.curate_and_train import ReviewRejected, curate_and_train
     from curate.review import record_review
 
-    overrides = [f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
+    overrides = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
     with pytest.raises(ReviewRejected, match="awaits review"):
         curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)
     folder = next((tmp_path / "snapshots" / "viggo").glob("*/manifest.json")).parent
@@ -130,4 +130,4 @@ def test_in_process_review_gate_stops_until_approved(harness, tmp_path):
     with pytest.raises(ReviewRejected, match="rejected by ana"):
         curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)
     record_review(folder, "approve", by="ben")
-    assert Path(curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)) == folder
+    assert Path(curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)["snapshot"]) == folder

@@ -3,15 +3,15 @@
     from trainers.config import TrainConfig, load_train_config
     cfg = load_train_config("configs/train/smollm2-135m-qlora.yaml", overrides=["max_steps=20"])
 
-Self-contained (it will be mounted as `train:` in the pipeline Config). Unknown keys
-are errors; every problem is reported at once with its key path. Defaults live here;
+Self-contained; the pipeline Config mounts it (plus the stage switches of
+`TrainStageConfig`) as its `train:` section. Unknown keys are errors; every problem is reported at once with its key path. Defaults live here;
 the YAML files in configs/train/ only say what differs and why.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -112,6 +112,25 @@ class TrainConfig(_Section):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+class TrainStageConfig(TrainConfig):
+    """The `train:` section of a pipeline config: a TrainConfig plus what the flow does after curation."""
+
+    enabled: bool = Field(False, description="train (and evaluate) on the snapshot after curation, in the same flow")
+    evaluate: bool = Field(True, description="evaluate the adapter on the snapshot's eval split after training")
+    eval_baseline: bool = Field(True, description="also evaluate the base model (zero-shot and few-shot), side by side")
+    eval_shots: int = Field(5, ge=0, description="few-shot examples (from train) for the base model's few-shot row")
+    eval_max_rows: int | None = Field(None, gt=0, description="evaluate on a seeded sample of this many eval rows (null: all)")
+    eval_guided: bool = Field(True, description="classification: also score answers constrained to the label set (guided choice)")
+
+    STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"enabled", "evaluate", "eval_baseline", "eval_shots", "eval_max_rows", "eval_guided"}
+    )
+
+    def trainer_config(self) -> TrainConfig:
+        """The training settings alone, as trainers.qlora takes them."""
+        return TrainConfig.model_validate(self.model_dump(exclude=set(self.STAGE_FIELDS)))
 
 
 def _format_errors(exc: ValidationError, source: str) -> str:

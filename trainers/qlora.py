@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import resource
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -268,8 +271,10 @@ def peak_memory_mb(device: str) -> float:
 def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:
     """The adapter folder: LoRA weights + the format and tokenizer it was trained with + metadata."""
     adapter_dir = run.run_dir / ADAPTER_DIR
-    run.trainer.model.save_pretrained(str(adapter_dir))
-    run.fmt.save(adapter_dir)
+    # Filled under a temporary name and renamed: a folder named adapter/ is always complete.
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=run.run_dir))
+    run.trainer.model.save_pretrained(str(tmp))
+    run.fmt.save(tmp)
     history = run.trainer.state.log_history
     manifest = json.loads((run.snapshot_dir / "manifest.json").read_text())
     meta = {
@@ -291,7 +296,10 @@ def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:
         "metrics": metrics or {},
         "config": run.cfg.model_dump(mode="json"),
     }
-    (adapter_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    if adapter_dir.exists():
+        shutil.rmtree(adapter_dir)
+    os.replace(tmp, adapter_dir)
     return adapter_dir
 
 

@@ -1,0 +1,102 @@
+"""The flow's model stages for real: format check, QLoRA training, vLLM evaluation; kill -9 mid-training and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+# A few real QLoRA steps on a few rows, checkpoints every 2 steps, a small eval sample.
+TINY_TRAIN = ["train.enabled=true", "train.max_steps=6", "train.eval_steps=2", "train.max_train_examples=48",
+              "train.val_size=8", "train.early_stopping_patience=0", "train.eval_max_rows=16", "train.eval_baseline=false",
+              "train.learning_rate=1e-3", "train.lora_dropout=0.0"]
+
+
+def _cmd(tmp: Path, *extra: str) -> list[str]:
+    sets = ["allow_outside_paths=true", f"output.snapshots={tmp / 'snap'}", f"output.runs={tmp / 'runs'}", f"output.cache={tmp / 'cache'}",
+            f"train.output_dir={tmp / 'adapters'}", *TINY_TRAIN, *extra]
+    return [sys.executable, "-m", "curate.cli", "run", *sum((["--set", s] for s in sets), [])]
+
+
+def _env() -> dict:
+    return {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"COLUMNS": "200"}
+
+
+def _children_of_run(run_dir: Path) -> list[int]:
+    """Processes still training into run_dir (what a killed parent must not leave behind)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "trainers.qlora" in cmd and str(run_dir) in cmd:
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_killed_training_resumes_from_its_checkpoint_and_reruns_hit_the_cache(tmp_path):
+    proc = subprocess.Popen(_cmd(tmp_path), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.time() + 900
+    ckpt = None
+    while time.time() < deadline and proc.poll() is None:
+        ckpt = next((p for p in (tmp_path / "adapters").glob("banking77/*/checkpoints/checkpoint-2/trainer_state.json")), None)
+        if ckpt is not None:
+            break
+        time.sleep(0.5)
+    assert ckpt is not None, proc.stdout.read().decode()[-3000:] if proc.poll() is not None else "no checkpoint in time"
+    run_dir = ckpt.parents[2]
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the run itself, mid-training
+    proc.wait()
+    time.sleep(2)
+    orphans = _children_of_run(run_dir)
+    os.killpg(proc.pid, signal.SIGKILL)  # the rest of its group (the ephemeral API server)
+    assert orphans == [], "the training child outlived the killed run"
+    assert not (run_dir / "adapter").exists()  # nothing half-written under the final name
+    snapshot_before = sorted(p.parent.name for p in (tmp_path / "snap" / "banking77").glob("*/manifest.json"))
+    assert len(snapshot_before) == 1  # curation had finished: its snapshot is intact
+
+    again = subprocess.run(_cmd(tmp_path), env=_env(), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "train resumed from checkpoint-" in again.stdout.replace("\n", " ")
+    record = json.loads(sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1].read_text())
+    assert [s["cache"] for s in record["stages"]] == ["hit"] * 5 and record["snapshot_id"] == snapshot_before[0]
+    adapter = Path(record["adapter"])
+    meta = json.loads((adapter / "train_meta.json").read_text())
+    assert meta["global_step"] == 6 and meta["resumed_from"] and meta["snapshot_id"] == snapshot_before[0]
+    report = json.loads((Path(record["evaluation"]) / "report.json").read_text())
+    tuned, guided = report["systems"]["tuned"], report["systems"]["tuned, guided choice"]
+    assert tuned["n"] == guided["n"] == 16
+    assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
+    assert "evaluation on the eval split" in again.stdout and "adapter" in again.stdout
+
+    # Unchanged re-run: every stage, training and evaluation included, is a cache hit.
+    third = subprocess.run(_cmd(tmp_path), env=_env(), capture_output=True, text=True, timeout=600)
+    assert third.returncode == 0, third.stderr[-3000:]
+    record = json.loads(sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1].read_text())
+    assert [s["cache"] for s in record["model_stages"]] == ["hit", "hit"] and Path(record["adapter"]) == adapter
+
+
+def test_a_format_fault_stops_the_flow_before_training(tmp_path):
+    """A template that drops the end-of-turn token: the format-check stage names the row and token, no training."""
+    bad = tmp_path / "no_eot.jinja"
+    bad.write_text(
+        "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] }}"
+        "{% if m['role'] != 'assistant' %}{{ '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    )
+    out = subprocess.run(_cmd(tmp_path, f"train.format.template={bad}"), env=_env(), capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1
+    err = " ".join(out.stderr.split())
+    assert "FormatViolationError" in err and "missing_end_of_turn" in err and "Training refused" in err
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "adapters").glob("banking77/*/adapter"))
+    report = json.loads(next((tmp_path / "adapters").glob("banking77/*/format_report.json")).read_text())
+    assert report["by_check"]["missing_end_of_turn"] > 0 and report["refusal"]
