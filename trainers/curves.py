@@ -87,16 +87,23 @@ if __name__ == "__main__":
     ap.add_argument("snapshot")
     ap.add_argument("--config", default=None)
     ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0])
+    ap.add_argument("--fractions", nargs="+", default=["0.25,0.5,1.0"],
+                    help="nested shares of the train split: 0.25,0.5,1.0 or 0.25 0.5 1.0")
     ap.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     ap.add_argument("--baseline", action="store_true", help="add the base model as the 0-example point")
     ap.add_argument("--max-examples", type=int, default=None)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    try:
+        fractions = sorted({float(x) for item in a.fractions for x in item.split(",") if x.strip()})
+    except ValueError:
+        ap.error(f"--fractions: expected numbers in (0, 1], got {' '.join(a.fractions)!r}")
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        ap.error(f"--fractions: each must be in (0, 1], got {fractions}")
     snap = resolve_snapshot(a.snapshot)
     cfg = load_train_config(a.config, a.set)
     out = a.out or str(Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}")
-    res = learning_curve(snap, resolve_model(None), cfg, out, fractions=a.fractions, engine=a.engine,
+    res = learning_curve(snap, resolve_model(None), cfg, out, fractions=fractions, engine=a.engine,
                          baseline=a.baseline, max_examples=a.max_examples)
     for p in res["points"]:
         print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)})

@@ -179,8 +179,13 @@ def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskIn
 def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_model: str | Path | None = None,
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
-             max_new_tokens: int | None = None) -> dict:
-    """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report."""
+             max_new_tokens: int | None = None, guided: bool = True) -> dict:
+    """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
+
+    With `guided` (classification, vLLM), each system is also scored with its answer constrained
+    to the label set (vLLM guided choice): how the model is served in practice. The free
+    systems measure what the model learned on its own (format compliance).
+    """
     from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model
 
     snapshot_dir = Path(snapshot_dir)
@@ -196,28 +201,34 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         rows = rows[:max_examples]
     golds = [r["output"] for r in rows]
     ref_fmt = tuned_fmt or base_format(None, base, task)
-    if max_new_tokens is None:  # the longest gold answer plus slack: enough for any valid answer
-        max_new_tokens = max(len(ref_fmt.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in golds) + 8
+    if max_new_tokens is None:  # the longest gold answer or label plus slack: enough for any valid answer
+        answers = list(golds) + (list(task.labels) if task.kind == "classification" and task.labels else [])
+        max_new_tokens = max(len(ref_fmt.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in answers) + 8
 
-    systems: list[tuple[str, PromptFormat, list[tuple[str, str]], bool]] = []
+    choice = list(task.labels) if guided and engine == "vllm" and task.kind == "classification" and task.labels else None
+    systems: list[tuple[str, PromptFormat, list[tuple[str, str]], bool, list[str] | None]] = []
     if tuned_fmt is not None:
-        systems.append(("tuned", tuned_fmt, [], True))
+        systems.append(("tuned", tuned_fmt, [], True, None))
+        if choice:
+            systems.append(("tuned, guided choice", tuned_fmt, [], True, choice))
     if baseline or tuned_fmt is None:
         bfmt = base_format(tuned_fmt, base, task)
-        systems.append(("base zero-shot", bfmt, [], False))
+        systems.append(("base zero-shot", bfmt, [], False, None))
+        if choice:
+            systems.append(("base zero-shot, guided choice", bfmt, [], False, choice))
         if shots > 0:
-            systems.append((f"base {shots}-shot", bfmt, pick_shots(read_rows(snapshot_dir, "train"), shots, seed), False))
+            systems.append((f"base {shots}-shot", bfmt, pick_shots(read_rows(snapshot_dir, "train"), shots, seed), False, None))
 
     llm = None
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
-    for name, fmt, shot_rows, with_adapter in systems:
+    for name, fmt, shot_rows, with_adapter, choices in systems:
         prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
         if engine == "vllm":
             if llm is None:
                 llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None)
             gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter else None,
-                                 max_new_tokens=max_new_tokens, llm=llm)
+                                 max_new_tokens=max_new_tokens, llm=llm, choices=choices)
         else:
             if with_adapter not in models:
                 models[with_adapter] = load_model(adapter_dir if with_adapter else None, base)
@@ -297,6 +308,7 @@ if __name__ == "__main__":
     ap.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--max-examples", type=int, default=None)
+    ap.add_argument("--no-guided", action="store_true", help="skip the label-constrained (guided choice) systems")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     snap = a.snapshot
@@ -304,5 +316,10 @@ if __name__ == "__main__":
         snap = json.loads((Path(a.adapter) / "train_meta.json").read_text())["snapshot"]
     rep = evaluate(None if a.base_only else a.adapter, resolve_snapshot(snap),
                    base_model=resolve_model(None) if a.base_only else None, engine=a.engine, shots=a.shots,
-                   baseline=not a.no_baseline, max_examples=a.max_examples, out_dir=a.out)
-    print(Path(rep["files"]["markdown"]).read_text())
+                   baseline=not a.no_baseline, max_examples=a.max_examples, out_dir=a.out,
+                   guided=not a.no_guided)
+    print(Path(rep["files"]["markdown"]).read_text(), flush=True)
+    if a.engine == "vllm":
+        from curate.engine import exit_now
+
+        exit_now(0)  # all is written: leave without waiting for the engine's shutdown

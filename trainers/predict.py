@@ -97,12 +97,17 @@ def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_
 
 def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[list[int]], *,
                   adapter_dir: str | Path | None = None, max_new_tokens: int = 32, lora_rank: int = 16,
-                  engine=None, llm=None) -> list[Generation]:
-    """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model."""
+                  engine=None, llm=None, choices: Sequence[str] | None = None) -> list[Generation]:
+    """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model.
+
+    `choices` constrains the answer to one of these strings (vLLM structured outputs, guided
+    choice): a classifier then always answers with a known label.
+    """
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
     from vllm.lora.request import LoRARequest
+    from vllm.sampling_params import StructuredOutputsParams
 
     from curate.config import EngineConfig
     from curate.engine import build_llm
@@ -111,7 +116,8 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
         llm = build_llm(base_model, engine or EngineConfig(), seed=0,
                         enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
-                            skip_special_tokens=False, include_stop_str_in_output=True)
+                            skip_special_tokens=False, include_stop_str_in_output=True,
+                            structured_outputs=StructuredOutputsParams(choice=list(choices)) if choices else None)
     lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
     outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
                            use_tqdm=False, lora_request=lora)
@@ -158,3 +164,7 @@ if __name__ == "__main__":
     for text, answer in zip(a.inputs, predict(a.adapter, a.inputs, engine="vllm" if a.vllm else "transformers",
                                                max_new_tokens=a.max_new_tokens)):
         print(f"{answer}\t{text}")
+    if a.vllm:
+        from curate.engine import exit_now
+
+        exit_now(0)  # leave without waiting for the engine's shutdown (and take its processes along)
