@@ -80,6 +80,10 @@ def dedupe(rows: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFra
 def _near(df: pl.DataFrame, config: Config) -> pl.DataFrame:
     n = config.dedupe.near
     settings = dict(threshold=n.threshold, num_perm=n.num_perm, ngram=n.ngram, shingle=n.shingle, seed=n.seed)
+    if config.runner.kind == "ray":  # signatures, bands and verification as Ray tasks; the same links
+        from curate.near_dup_ray import ray_links_fn
+
+        settings["links_fn"] = ray_links_fn(config.runner.shards)
     df = df.with_row_index("_pos")
     live_train = df.filter(pl.col("drop_reason").is_null() & (pl.col("split") == "train"))
     live_eval = df.filter(pl.col("drop_reason").is_null() & (pl.col("split") == "eval"))

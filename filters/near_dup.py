@@ -58,13 +58,14 @@ or ``curate dedupe-file`` (see ``curate/dedupe_file.py``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
 import struct
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numba
 import numpy as np
@@ -900,7 +901,7 @@ def _link_tree(n, left, right, sim, keepers):
 class NearDupLinks:
     """Everything the passes found for n rows (positions 0..n-1)."""
 
-    sets: ShingleSets
+    sets: ShingleSets | None  # None from the sharded driver (the sets stay in its workers)
     left: np.ndarray  # verified edges, left < right
     right: np.ndarray
     similarity: np.ndarray  # exact Jaccard of each edge (>= threshold)
@@ -1009,6 +1010,150 @@ def find_links(
     return NearDupLinks(sets=sets, left=left, right=right, similarity=sim, cluster=cluster, candidates=candidates)
 
 
+# ----------------------------------------------------------------------------------------
+# Sharded driver: the same passes as units of work a runner maps over workers (Ray, ...)
+# ----------------------------------------------------------------------------------------
+def shard_band_keys(
+    texts: pl.Series | Sequence[str | None], *, bands: int, rows: int, num_perm: int = 128, ngram: int = 3,
+    shingle: Shingle = "word", seed: int = 1, scheme: Scheme = DEFAULT_SCHEME,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Passes 1-3 for one row shard: ([band keys of band 0, 1, ...], live mask). Needs no other shard."""
+    sets = shingle_hashes(texts, ngram=ngram, shingle=shingle)
+    a, b, legacy = _perm_arrays(num_perm, seed, scheme)
+    keys = np.empty((bands, len(sets)), np.uint64)
+    _sign_band_kernel(sets.offsets, sets.lengths, sets.hashes, a, b, legacy, bands, rows, keys)
+    return [keys[i].copy() for i in range(bands)], sets.lengths > 0
+
+
+def band_candidates(
+    key_parts: Sequence[np.ndarray], live_parts: Sequence[np.ndarray], *, max_partners: int = MAX_PARTNERS, split: int = -1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pass 4 for one band: its keys from every shard (in row order) -> candidate pairs, in the
+    order the in-process driver meets them (so that linking them in that order gives its edges)."""
+    keys = np.concatenate(key_parts)
+    live = np.concatenate(live_parts)
+    if live.all():
+        row_ids = np.arange(keys.shape[0], dtype=np.int64)
+    else:
+        row_ids = np.flatnonzero(live)
+        keys = keys[live]
+    order = np.argsort(keys)
+    return candidate_pairs_sorted(keys[order], row_ids[order], max_partners=max_partners, split=split)
+
+
+def candidate_pairs_sorted(skeys: np.ndarray, srows: np.ndarray, *, max_partners: int, split: int) -> tuple[np.ndarray, np.ndarray]:
+    none = np.empty(0, np.int64)
+    cnt = _emit_pairs(skeys, srows, max_partners, split, none, none, False)
+    left = np.empty(cnt, np.int64)
+    right = np.empty(cnt, np.int64)
+    _emit_pairs(skeys, srows, max_partners, split, left, right, True)
+    return left, right
+
+
+def text_pair_jaccard(left: Sequence[str | None], right: Sequence[str | None], *, ngram: int = 3,
+                      shingle: Shingle = "word") -> np.ndarray:
+    """Pass 5 for a chunk of pairs given their texts: the exact Jaccard of each pair."""
+    m = len(left)
+    sets = shingle_hashes(pl.Series(values=list(left) + list(right), dtype=pl.String), ngram=ngram, shingle=shingle)
+    idx = np.arange(m, dtype=np.int64)
+    return pair_jaccard(sets, idx, idx + m)
+
+
+@njit(cache=True)
+def _link_in_order(left, right, sim, threshold, parent, el, er, es, counts):
+    """Pass 6 over pairs in the in-process driver's order: skip pairs already connected, keep
+    the verified ones as edges (exactly the edges `_link_band` keeps)."""
+    for k in range(left.shape[0]):
+        x = left[k]
+        y = right[k]
+        rx = _find(parent, x)
+        ry = _find(parent, y)
+        if rx == ry:
+            continue
+        counts[1] += 1
+        if sim[k] >= threshold:
+            if rx < ry:
+                parent[ry] = rx
+            else:
+                parent[rx] = ry
+            e = counts[0]
+            el[e] = min(x, y)
+            er[e] = max(x, y)
+            es[e] = sim[k]
+            counts[0] = e + 1
+
+
+def find_links_mapped(
+    texts: pl.Series,
+    *,
+    map_fn: Callable[..., Iterable],
+    shards: int = 4,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    ngram: int = 3,
+    shingle: Shingle = "word",
+    seed: int = 1,
+    hash: HashMode = "fast",
+    scheme: Scheme = DEFAULT_SCHEME,
+    min_recall: float = 0.99,
+    max_partners: int = MAX_PARTNERS,
+    split: int = -1,
+    pair_chunk: int = 200_000,
+) -> NearDupLinks:
+    """`find_links` with its passes as units of work: `map_fn(fn, *iterables)` runs them
+    (the builtin `map` in-process; a Ray map on a cluster, see curate/near_dup_ray.py).
+
+    Signatures and band keys are made per row shard, each band is grouped on its own
+    (it receives only that band's keys), and pairs are verified in chunks that carry
+    their texts: no unit of work sees every row's signature. This process keeps the
+    texts and gathers the candidate pairs, then links them in the in-process order, so
+    the edges, clusters and similarities are the ones `find_links` returns.
+    """
+    _check_settings(threshold, num_perm, ngram, shingle, hash, scheme)
+    if hash != "fast":
+        raise ValueError("the sharded driver signs with hash='fast' only")
+    texts = texts.cast(pl.String)
+    n = len(texts)
+    bands, rows = choose_bands(threshold, num_perm, min_recall=min_recall)
+    bounds = np.linspace(0, n, max(1, min(shards, n)) + 1).astype(np.int64)
+    parts = [texts.slice(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+    sign = functools.partial(shard_band_keys, bands=bands, rows=rows, num_perm=num_perm, ngram=ngram,
+                             shingle=shingle, seed=seed, scheme=scheme)
+    signed = list(map_fn(sign, parts))
+    live_parts = [live for _, live in signed]
+    group = functools.partial(band_candidates, max_partners=max_partners, split=split)
+    per_band = list(map_fn(group, [[keys[band] for keys, _ in signed] for band in range(bands)],
+                           [live_parts] * bands))
+    del signed
+    left_all = np.concatenate([l for l, _ in per_band]) if per_band else np.empty(0, np.int64)
+    right_all = np.concatenate([r for _, r in per_band]) if per_band else np.empty(0, np.int64)
+    # Verify each distinct pair once, in chunks that carry their own texts.
+    packed = (left_all.astype(np.uint64) << np.uint64(32)) | right_all.astype(np.uint64)
+    uniq, inverse = np.unique(packed, return_inverse=True)
+    ul = (uniq >> np.uint64(32)).astype(np.int64)
+    ur = (uniq & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    chunks = [(int(lo), int(min(lo + pair_chunk, uniq.shape[0]))) for lo in range(0, uniq.shape[0], pair_chunk)]
+    verify = functools.partial(text_pair_jaccard, ngram=ngram, shingle=shingle)
+    sims = list(map_fn(verify, [texts.gather(ul[lo:hi]).to_list() for lo, hi in chunks],
+                       [texts.gather(ur[lo:hi]).to_list() for lo, hi in chunks]))
+    usim = np.concatenate(sims) if sims else np.empty(0, np.float64)
+    sim_all = usim[inverse.reshape(-1)] if usim.shape[0] else np.empty(0, np.float64)
+    if split >= 0:  # decontamination: every verified train-eval pair, as find_links returns them
+        ok = usim >= threshold
+        left, right, sim = ul[ok], ur[ok], usim[ok]
+        candidates = int(uniq.shape[0])
+    else:
+        parent = np.arange(n, dtype=np.int64)
+        el, er, es = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
+        counts = np.zeros(2, np.int64)
+        _link_in_order(left_all, right_all, sim_all, threshold, parent, el, er, es, counts)
+        e = int(counts[0])
+        left, right, sim = el[:e].copy(), er[:e].copy(), es[:e].copy()
+        candidates = int(counts[1])
+    return NearDupLinks(sets=None, left=left, right=right, similarity=sim, cluster=cluster_rows(n, left, right),
+                        candidates=candidates)
+
+
 def _keepers(
     cluster: np.ndarray, *, keep: KeepPolicy, lengths: np.ndarray | None, labels: pl.Series | None
 ) -> np.ndarray:
@@ -1052,13 +1197,17 @@ def near_dup_clusters(
     *,
     keep: KeepPolicy = "earliest",
     labels: pl.Series | None = None,
+    links_fn: Callable[..., NearDupLinks] | None = None,
     **settings,
 ) -> NearDupResult:
-    """Passes 1-7 on a text column: who is kept, and what every other row was folded into."""
+    """Passes 1-7 on a text column: who is kept, and what every other row was folded into.
+
+    `links_fn` runs passes 1-6 (default `find_links`, in this process; `find_links_mapped`
+    with a runner's map gives the same links from sharded work)."""
     if keep == "most_common_label" and labels is None:
         raise ValueError("keep='most_common_label' needs a label column")
     texts = texts if isinstance(texts, pl.Series) else pl.Series(values=list(texts), dtype=pl.String)
-    links = find_links(texts, **settings)
+    links = (links_fn or find_links)(texts, **settings)
     n = len(texts)
     lengths = texts.cast(pl.String).fill_null("").str.len_chars().to_numpy() if keep == "longest" else None
     keepers = _keepers(links.cluster, keep=keep, lengths=lengths, labels=labels)
@@ -1089,6 +1238,7 @@ def dedupe_near(
     seed: int = 1,
     hash: HashMode = "fast",
     scheme: Scheme = DEFAULT_SCHEME,
+    links_fn: Callable[..., NearDupLinks] | None = None,
 ) -> pl.DataFrame:
     """Mark near-duplicate rows; drop nothing (filter on ``kept`` to drop).
 
@@ -1110,7 +1260,7 @@ def dedupe_near(
     labels = df[label_col] if label_col is not None else None
     res = near_dup_clusters(
         df[text_col], keep=keep, labels=labels, threshold=threshold, num_perm=num_perm, ngram=ngram,
-        shingle=shingle, seed=seed, hash=hash, scheme=scheme,
+        shingle=shingle, seed=seed, hash=hash, scheme=scheme, links_fn=links_fn,
     )
     ids = df[id_col]
     out = df.with_columns(
@@ -1158,6 +1308,7 @@ def find_contamination(
     seed: int = 1,
     hash: HashMode = "fast",
     scheme: Scheme = DEFAULT_SCHEME,
+    links_fn: Callable[..., NearDupLinks] | None = None,
 ) -> pl.DataFrame:
     """Train rows that are near-duplicates (verified Jaccard >= threshold) of an eval row.
 
@@ -1172,7 +1323,7 @@ def find_contamination(
             raise ValueError(f"find_contamination: {name} lacks columns {missing}")
     nt = train.height
     texts = pl.concat([train[text_col].cast(pl.String), eval[text_col].cast(pl.String)])
-    links = find_links(
+    links = (links_fn or find_links)(
         texts, threshold=threshold, num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed,
         hash=hash, scheme=scheme, split=nt,
     )

@@ -252,3 +252,45 @@ def test_recall_and_precision_on_generated_corpus():
     assert len(true_sim) > 150
     assert np.mean(np.array(true_sim) >= 0.8) >= 0.999
     assert np.allclose(true_sim, links.similarity)
+
+
+# --- sharded driver (the units of work a Ray runner maps) --------------------------------
+def _sample_texts() -> pl.Series:
+    import json
+
+    texts = []
+    for line in open("data/banking77/raw/messages.jsonl", errors="replace"):
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+            texts.append(rec["text"])
+    # exact copies, case variants and rows without shingles: every kind of cluster and edge
+    return pl.Series(texts + texts[:700] + [t.upper() for t in texts[700:1200]] + ["", None, "?"], dtype=pl.String)
+
+
+@pytest.mark.parametrize("split", [-1, 2500])
+def test_sharded_passes_give_the_in_process_links(split):
+    texts = _sample_texts()
+    calls = []
+
+    def counting_map(fn, *iterables):
+        calls.append(fn.func.__name__)
+        return list(map(fn, *iterables))
+
+    a = nd.find_links(texts, split=split)
+    b = nd.find_links_mapped(texts, map_fn=counting_map, shards=3, split=split, pair_chunk=500)
+    assert a.left.shape[0] > 100  # the sample has plenty of duplicates to link
+    for field in ("left", "right", "similarity", "cluster"):
+        assert np.array_equal(getattr(a, field), getattr(b, field)), field
+    assert a.candidates == b.candidates
+    # signing per shard, grouping per band, verifying per chunk of pairs: three kinds of work
+    assert calls[:2] == ["shard_band_keys", "band_candidates"] and set(calls[2:]) == {"text_pair_jaccard"}
+
+
+def test_dedupe_near_with_sharded_links_marks_the_same_rows():
+    texts = _sample_texts()
+    df = pl.DataFrame({"input": texts, "row_id": [f"r{i}" for i in range(len(texts))], "label": ["x"] * len(texts)})
+    mapped = lambda t, **kw: nd.find_links_mapped(t, map_fn=map, shards=4, **kw)  # noqa: E731
+    assert nd.dedupe_near(df, label_col="label").equals(nd.dedupe_near(df, label_col="label", links_fn=mapped))
