@@ -62,6 +62,7 @@ def run(n: int) -> dict:
             "task": {"kind": "classification", "input_field": "text", "output_field": "category", "labels_file": "data/banking77/categories.json"},
             "data": {"train": [{"path": str(path)}]},
             "clean": {"blocklist": {"files": ["configs/blocklist.txt"]}},
+            "allow_outside_paths": True,  # the corpus is generated under bench/out
         }
     )
     t0 = time.perf_counter()

@@ -98,13 +98,14 @@ TICK = 50_000
 def read_jsonl(path: Path, input_field: str, output_field: str, tick=None) -> _Records:
     text, clean = _decode(path.read_bytes())
     rec = _Records([], [], [])
+    if "\r" in text:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
     if tick is not None:
         tick(0, len(lines))
     for lineno, line in enumerate(lines, start=1):
         if tick is not None and lineno % TICK == 0:
             tick(TICK, None)
-        line = line.rstrip("\r")
         if not line.strip():
             continue  # blank lines carry no record
         if not clean and _has_surrogates(line):

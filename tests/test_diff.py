@@ -248,7 +248,7 @@ def _run(tmp: Path, *overrides: str) -> Path:
     config = "configs/banking77.yaml"
     # Balancing off: these runs isolate one clean / dedupe setting each (class caps would
     # otherwise move with every change of the class counts).
-    ov = [f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}", f"output.cache={tmp / 'cache'}", "balance.enabled=false", *overrides]
+    ov = ["allow_outside_paths=true", f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}", f"output.cache={tmp / 'cache'}", "balance.enabled=false", *overrides]
     ingested = pipeline.step_ingest(config, ov)
     cleaned = pipeline.step_clean(config, ov, ingested)
     deduped = pipeline.step_dedupe(config, ov, cleaned)

@@ -115,6 +115,7 @@ def make_config(tmp_path: Path) -> Config:
         "data": {"train": [{"path": "unused.jsonl"}]},
         "clean": {"min_chars": 8, "min_words": 2, "blocklist": {"enabled": False}},
         "output": {"snapshots": str(tmp_path / "snap"), "runs": str(tmp_path / "runs")},
+        "allow_outside_paths": True,
     })
 
 

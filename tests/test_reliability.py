@@ -1,0 +1,156 @@
+"""Killed runs, determinism and a full disk: the curation stages never leave a half-written dataset.
+
+Each run here is a child process (`python -c CURATE ...`) that runs the flow's steps
+(ingest -> clean -> dedupe -> balance -> snapshot) without Prefect, so it can be killed
+with SIGKILL at any moment and re-run against the same cache and snapshot folders.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from curate.snapshot import load_dataset, verify_snapshot
+from tests.conftest import ROOT
+
+CURATE = """
+import sys
+from curate import pipeline
+cfg, overrides = sys.argv[1], sys.argv[2:]
+i = pipeline.step_ingest(cfg, overrides)
+c = pipeline.step_clean(cfg, overrides, i)
+d = pipeline.step_dedupe(cfg, overrides, c)
+b = pipeline.step_balance(cfg, overrides, d)
+print(pipeline.step_snapshot(cfg, overrides, [i, c, d, b]))
+"""
+
+
+def _outputs(root: Path) -> list[str]:
+    return ["allow_outside_paths=true", f"output.snapshots={root / 'snap'}", f"output.runs={root / 'runs'}",
+            f"output.cache={root / 'cache'}"]
+
+
+def _curate(overrides: list[str], *, hashseed: str = "0", config: str = "configs/banking77.yaml") -> Path:
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    out = subprocess.run([sys.executable, "-c", CURATE, config, *overrides], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_two_runs_give_byte_identical_data_and_the_same_snapshot_id(tmp_path):
+    """Same inputs, config and seed, separate caches, different hash seeds: the same bytes."""
+    a = _curate(_outputs(tmp_path / "a"), hashseed="1")
+    b = _curate(_outputs(tmp_path / "b"), hashseed="2")
+    assert a.name == b.name
+    for name in ("train.parquet", "eval.parquet", "rejected.parquet", "quarantine.parquet"):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for stage in ("01-ingest", "02-clean", "03-dedupe", "04-balance"):
+        da = next((tmp_path / "a" / "cache" / "banking77" / stage).iterdir())
+        db = next((tmp_path / "b" / "cache" / "banking77" / stage).iterdir())
+        assert da.name == db.name  # the same cache key
+        assert (da / "rows.parquet").read_bytes() == (db / "rows.parquet").read_bytes(), stage
+
+
+def _big_input(tmp_path: Path, copies: int) -> Path:
+    """The banking77 sample repeated with numbered variants: enough rows that each stage takes a while."""
+    src = (ROOT / "data" / "banking77" / "raw" / "messages.jsonl").read_bytes().split(b"\n")
+    path = tmp_path / "big.jsonl"
+    with open(path, "wb") as fh:
+        for k in range(copies):
+            for line in src:
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    fh.write(line + b"\n")  # the sample's own broken lines stay broken
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("text"), str):
+                    rec["text"] = f"{rec['text']} (ticket {k})"
+                fh.write(json.dumps(rec).encode() + b"\n")
+    return path
+
+
+def _invariants(root: Path) -> None:
+    """What a killed run may leave: complete folders under their final names, temporaries, nothing else."""
+    for stage_dir in (root / "cache" / "banking77").glob("*"):
+        for out in stage_dir.iterdir():
+            if out.name.startswith(".tmp-"):
+                continue  # a killed run's scratch space, never read
+            assert (out / "counts.json").is_file(), out
+            for table in out.glob("*.parquet"):
+                pl.read_parquet(table)  # readable, complete
+    snaps = root / "snap" / "banking77"
+    if snaps.is_dir():
+        for snap in snaps.iterdir():
+            if snap.is_dir() and not snap.name.startswith(".tmp-"):
+                verify_snapshot(snap)
+        if (snaps / "index.jsonl").exists():
+            for line in (snaps / "index.jsonl").read_text().splitlines():
+                json.loads(line)
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapshot(tmp_path):
+    big = _big_input(tmp_path, copies=25)  # ~85k records
+    data = f"data.train=[{{path: {big}}}]"
+    reference = _curate([*_outputs(tmp_path / "ref"), data])
+
+    root = tmp_path / "killed"
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    kills = 0
+    for delay in (1.0, 2.5, 4.0, 6.0, 8.0, 11.0):
+        proc = subprocess.Popen([sys.executable, "-c", CURATE, "configs/banking77.yaml", *_outputs(root), data], cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            kills += 1
+        proc.wait()
+        _invariants(root)
+    assert kills >= 3, "the run finished before it could be killed: use a bigger input"
+    final = _curate([*_outputs(root), data])
+    _invariants(root)
+    assert final.name == reference.name
+    assert (final / "train.parquet").read_bytes() == (reference / "train.parquet").read_bytes()
+
+
+def test_a_full_disk_during_a_snapshot_write_leaves_the_previous_snapshot_readable(tmp_path, monkeypatch):
+    import curate.snapshot as snapshot
+    from curate.schema import empty_dropped, empty_quarantine
+    from tests.trainers import make_snapshot
+
+    rows = make_snapshot(tmp_path / "rows")
+    train, eval_ = pl.read_parquet(rows / "train.parquet"), pl.read_parquet(rows / "eval.parquet")
+
+    def write(train_rows):
+        return snapshot.write_snapshot(tmp_path / "snap", "tiny", train=train_rows, eval=eval_, rejected=empty_dropped(),
+                                       quarantine=empty_quarantine(), stages=[], config={}, config_hash="x", inputs=[])
+
+    first = write(train)
+    before = sorted(p.name for p in first.parent.iterdir())
+    calls = {"n": 0}
+    real_write = snapshot.write_table
+
+    def write_until_full(frame, path):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second table of the next snapshot hits a full disk
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_write(frame, path)
+
+    monkeypatch.setattr(snapshot, "write_table", write_until_full)
+    with pytest.raises(OSError, match="No space left"):
+        write(train.head(3))
+    assert sorted(p.name for p in first.parent.iterdir()) == before  # no new folder, no leftover, index unchanged
+    verify_snapshot(first)
+    ds = load_dataset(first)
+    assert ds["train"].num_rows == train.height
