@@ -74,6 +74,7 @@ REJECT_SCHEMA = {**SYNTH_SCHEMA, "stage": pl.String(), "reason": pl.String(), "d
 
 # Reasons (stable: they become metrics)
 TRUNCATED, EMPTY, UNPARSEABLE = "truncated", "empty_generation", "unparseable"
+PROMPT_TOO_LONG = "prompt_too_long"  # the rendered prompt does not fit the model's context: never sent
 LABEL_DISAGREEMENT, LABEL_CHECK_UNPARSEABLE, SURPLUS = "label_disagreement", "label_check_unparseable", "surplus"
 
 
@@ -182,20 +183,32 @@ class VLLMGenerator:
         # The chat template already holds the special tokens: add none.
         return [self._tok.encode(t, add_special_tokens=False) for t in texts]
 
+    def max_prompt_tokens(self) -> int | None:
+        """The longest prompt the engine accepts (its context window less one token to generate)."""
+        try:
+            return int(self.llm.llm_engine.model_config.max_model_len) - 1
+        except AttributeError:
+            return None
+
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         ids = self.tokenize(requests)
-        params = [sampling_params(r) for r in requests]
-        out: list[list[Generation]] = []
-        for a, b in pack_by_tokens([len(x) for x in ids], budget=self.budget, max_items=self.batch_size):
+        limit = self.max_prompt_tokens()
+        # A prompt longer than the context window would fail the whole generate() call:
+        # it is answered here as a reject (PROMPT_TOO_LONG) and the rest go on.
+        fits = [i for i, x in enumerate(ids) if limit is None or len(x) <= limit]
+        out: list[list[Generation]] = [[Generation("", PROMPT_TOO_LONG, len(x))] for x in ids]
+        ids_fit = [ids[i] for i in fits]
+        params = [sampling_params(requests[i]) for i in fits]
+        for a, b in pack_by_tokens([len(x) for x in ids_fit], budget=self.budget, max_items=self.batch_size):
             started = time.perf_counter()
-            results = self.llm.generate([{"prompt_token_ids": x} for x in ids[a:b]], params[a:b], use_tqdm=False)
+            results = self.llm.generate([{"prompt_token_ids": x} for x in ids_fit[a:b]], params[a:b], use_tqdm=False)
             self.seconds += time.perf_counter() - started
             self.calls += 1
-            self.prompt_tokens += sum(len(x) for x in ids[a:b])
-            for res in results:
+            self.prompt_tokens += sum(len(x) for x in ids_fit[a:b])
+            for k, res in zip(range(a, b), results):
                 gens = [Generation(o.text, o.finish_reason, len(o.token_ids)) for o in res.outputs]
                 self.tokens += sum(g.n_tokens for g in gens)
-                out.append(gens)
+                out[fits[k]] = gens
         return out
 
 
@@ -205,6 +218,8 @@ class VLLMGenerator:
 def parse_output(gen: Generation, spec: ParseSpec, *, choices: Sequence[str] | None = None) -> tuple[str | None, str | None, str | None]:
     """(value, reason, detail): value is None exactly when reason names why it failed."""
     text = gen.text or ""
+    if gen.finish_reason == PROMPT_TOO_LONG:
+        return None, PROMPT_TOO_LONG, f"prompt of {gen.n_tokens} tokens does not fit the context window"
     if gen.finish_reason == "length":
         return None, TRUNCATED, f"hit max_tokens after {gen.n_tokens} tokens"
     if not text.strip():

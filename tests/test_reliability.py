@@ -99,25 +99,44 @@ def _invariants(root: Path) -> None:
                 json.loads(line)
 
 
+def _done(root: Path, stage: str) -> bool:
+    return any((d / "counts.json").is_file() for d in (root / "cache" / "banking77" / stage).glob("[!.]*"))
+
+
+def _writing_snapshot(root: Path) -> bool:
+    return any((root / "snap" / "banking77").glob(".tmp-*"))
+
+
 @pytest.mark.slow
 def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapshot(tmp_path):
-    big = _big_input(tmp_path, copies=25)  # ~85k records
+    big = _big_input(tmp_path, copies=100)  # ~350k records: a few seconds per stage
     data = f"data.train=[{{path: {big}}}]"
     reference = _curate([*_outputs(tmp_path / "ref"), data])
 
     root = tmp_path / "killed"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
-    kills = 0
-    for delay in (1.0, 2.5, 4.0, 6.0, 8.0, 11.0):
+    # Kill when each stage is under way: a run resumes after the last completed stage, so
+    # each re-run is killed further along (ingest, clean, dedupe, balance, snapshot write).
+    moments = {
+        "ingest": lambda started: time.time() - started > 1.5 and not _done(root, "01-ingest"),
+        "clean": lambda started: _done(root, "01-ingest"),
+        "dedupe": lambda started: _done(root, "02-clean"),
+        "balance": lambda started: _done(root, "03-dedupe"),
+        "snapshot": lambda started: _writing_snapshot(root),
+    }
+    killed = []
+    for name, when in moments.items():
         proc = subprocess.Popen([sys.executable, "-c", CURATE, "configs/banking77.yaml", *_outputs(root), data], cwd=ROOT, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        time.sleep(delay)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started = time.time()
+        while proc.poll() is None and not when(started):
+            time.sleep(0.01)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
-            kills += 1
+            killed.append(name)
         proc.wait()
         _invariants(root)
-    assert kills >= 3, "the run finished before it could be killed: use a bigger input"
+    assert {"ingest", "clean", "dedupe"} <= set(killed), killed
     final = _curate([*_outputs(root), data])
     _invariants(root)
     assert final.name == reference.name

@@ -46,6 +46,7 @@ CHOICE_SPEC = ParseSpec(kind="choice", choices="labels")
         (REGEX_SPEC, "is it on Steam?", "stop", None, "unparseable"),
         (CHOICE_SPEC, "card_arrival", "stop", "card_arrival", None),
         (CHOICE_SPEC, "card_arriv", "stop", None, "unparseable"),
+        (JSON_SPEC, "", "prompt_too_long", None, "prompt_too_long"),
     ],
 )
 def test_parse_output_reasons(spec, text, finish, value, reason):
@@ -58,6 +59,40 @@ def test_pack_by_tokens_respects_budget_and_batch():
     assert pack_by_tokens([100] * 10, budget=350, max_items=100) == [(0, 3), (3, 6), (6, 9), (9, 10)]
     assert pack_by_tokens([100] * 5, budget=None, max_items=2) == [(0, 2), (2, 4), (4, 5)]
     assert pack_by_tokens([500, 10], budget=100, max_items=8) == [(0, 1), (1, 2)]  # an oversized prompt alone
+
+
+def test_a_prompt_longer_than_the_context_is_a_reject_and_the_batch_goes_on():
+    """The engine would refuse the whole generate() call; the generator answers that prompt itself."""
+    from types import SimpleNamespace
+
+    from curate.synthesis import PROMPT_TOO_LONG, Request, VLLMGenerator
+
+    class Tok:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return messages[-1]["content"]
+
+        def encode(self, text, add_special_tokens):
+            return list(range(len(text.split())))
+
+    class Engine:  # a stand-in for vllm.LLM: its context window, tokenizer and generate()
+        llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=8))
+        sent: list = []
+
+        def get_tokenizer(self):
+            return Tok()
+
+        def generate(self, prompts, params, use_tqdm):
+            self.sent.extend(len(p["prompt_token_ids"]) for p in prompts)
+            out = SimpleNamespace(text='{"text": "ok"}', finish_reason="stop", token_ids=[1, 2])
+            return [SimpleNamespace(outputs=[out]) for _ in prompts]
+
+    sampling = {"temperature": 0.0, "max_tokens": 4, "seed": 1}
+    reqs = [Request([{"role": "user", "content": " ".join(["w"] * n)}], sampling, JSON_SPEC, None) for n in (3, 20, 7)]
+    engine = Engine()
+    gens = VLLMGenerator(engine, token_budget=None).generate(reqs)
+    assert engine.sent == [3, 7]  # the 20-token prompt never reached the engine
+    assert [g[0].finish_reason for g in gens] == ["stop", PROMPT_TOO_LONG, "stop"]
+    assert parse_output(gens[1][0], JSON_SPEC)[1] == PROMPT_TOO_LONG
 
 
 def test_seeds_and_ids_are_stable():
