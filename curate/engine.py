@@ -27,6 +27,7 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import LLM
 
+    _exit_with_engine_on_sigterm()
     e = engine
     return LLM(
         model=str(Path(model_dir).resolve()),
@@ -62,6 +63,19 @@ def chat(llm, conversations: list[list[dict]], *, max_tokens: int, temperature: 
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     outputs = llm.chat(conversations, params, use_tqdm=False)
     return [o.outputs[0].text for o in outputs]
+
+
+def _exit_with_engine_on_sigterm() -> None:
+    """On SIGTERM (e.g. the parent run was killed: curate/proc.py), kill the engine's processes too.
+
+    vLLM 0.32's engine core does not notice its parent's death (vllm-project/vllm#55510):
+    without this it outlives a killed run, holding the model's memory.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: exit_now(128 + signum))
 
 
 def exit_now(code: int = 0) -> None:

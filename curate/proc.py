@@ -6,8 +6,9 @@ vLLM starts its engine in a spawned process, which needs a `__main__` guard and 
 runner threads around it; training holds gigabytes that a child gives back when it ends.
 The child's output goes to a log file (and is echoed on a terminal); a failure raises
 with the last lines of that log, the child's own error, not a framework traceback. The
-child dies with its parent (Linux PR_SET_PDEATHSIG), so a killed run leaves no orphan
-writing into a folder the re-run is about to use.
+child gets SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG), even by SIGKILL, so a
+killed run leaves no orphan writing into a folder the re-run is about to use; a child
+that runs a vLLM engine takes the engine's processes down with it (curate.engine).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class ChildFailed(RuntimeError):
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass  # not Linux: the child may outlive a killed parent
 

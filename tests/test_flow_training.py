@@ -100,3 +100,71 @@ def test_a_format_fault_stops_the_flow_before_training(tmp_path):
     assert not list((tmp_path / "adapters").glob("banking77/*/adapter"))
     report = json.loads(next((tmp_path / "adapters").glob("banking77/*/format_report.json")).read_text())
     assert report["by_check"]["missing_end_of_turn"] > 0 and report["refusal"]
+
+
+def _procs() -> dict[int, tuple[int, str]]:
+    """pid -> (parent pid, command line) of every process."""
+    out = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            out[int(proc.name)] = (ppid, cmd)
+    return out
+
+
+def _descendants(root: int) -> list[int]:
+    procs = _procs()
+    found, frontier = [], [root]
+    while frontier:
+        parent = frontier.pop()
+        kids = [pid for pid, (ppid, _) in procs.items() if ppid == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+# viggo's smallest class (request_attribute, 18 rows) lifted to 22: a handful of generations.
+SMALL_SYNTHESIS = ["synthesis.enabled=true", "balance.strategy=floor_cap", "balance.floor=22", "synthesis.max_attempts=1"]
+
+
+def test_killed_synthesis_takes_its_engine_down_and_the_rerun_gives_the_same_snapshot(tmp_path):
+    def cmd(root: Path) -> list[str]:
+        sets = ["allow_outside_paths=true", f"output.snapshots={root / 'snap'}", f"output.runs={root / 'runs'}",
+                f"output.cache={root / 'cache'}", *SMALL_SYNTHESIS]
+        return [sys.executable, "-m", "curate.cli", "run", "--config", "configs/viggo.yaml", *sum((["--set", s] for s in sets), [])]
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(cmd(killed), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    engine: list[int] = []
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not engine:
+        engine = [pid for pid in _descendants(proc.pid) if "VLLM::" in _procs().get(pid, (0, ""))[1]]
+        time.sleep(0.5)
+    assert engine, "the synthesis engine never started"
+    procs = _procs()
+    synth = [pid for pid in _descendants(proc.pid) if "curate.synthesis" in procs.get(pid, (0, ""))[1]]
+    children = synth + [pid for s in synth for pid in _descendants(s)]  # the synthesis child and its engine
+    assert set(engine) <= set(children)
+    os.kill(proc.pid, signal.SIGKILL)  # kill -9 of the run while its engine is up
+    proc.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline and any(pid in _procs() for pid in children):
+        time.sleep(0.5)
+    survivors = [pid for pid in children if pid in _procs()]
+    os.killpg(proc.pid, signal.SIGKILL)  # whatever else the group holds (the ephemeral API server)
+    assert survivors == [], [(_procs().get(p, (0, ""))[1]) for p in survivors]
+    assert not list((killed / "cache" / "viggo").glob("05-synthesize/[!.]*"))  # no synthesis output under a final name
+
+    again = subprocess.run(cmd(killed), env=_env(), capture_output=True, text=True, timeout=1200)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert "05-synthesize computed" in " ".join(again.stdout.split())
+    reference = subprocess.run(cmd(tmp_path / "straight"), env=_env(), capture_output=True, text=True, timeout=1200)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    ids = [[p.parent.name for p in (root / "snap" / "viggo").glob("*/manifest.json")] for root in (killed, tmp_path / "straight")]
+    assert ids[0] == ids[1] and len(ids[0]) == 1
+    manifest = json.loads(next((killed / "snap" / "viggo").glob("*/manifest.json")).read_text())
+    assert manifest["synthesis"]["generated"] > 0
