@@ -62,3 +62,21 @@ def manifest_markdown(manifest: dict, folder: str | Path) -> str:
     for r in funnel_rows(manifest):
         lines.append(f"| {r['stage']} | {r['rows_in']} | {r['kept']} | {r['filtered']} | {r['quarantined']} | {r['reasons']} |")
     return "\n".join(lines) + "\n"
+
+
+def class_mix_chart(manifest: dict, width: int = 30) -> str:
+    """The class mix before and after curation as a markdown bar chart (renders in any markdown view,
+    the Prefect UI included, where the snapshot's class_mix.png cannot be shown)."""
+    rows = class_rows(manifest)
+    top = max([max(r["ingested"], r["train"], r["planned"] or 0) for r in rows] or [1]) or 1
+
+    def bar(n: int) -> str:
+        return "█" * round(width * n / top) or ("▏" if n else "")
+
+    lines = [f"Train rows per class, before curation (░) and in snapshot `{manifest['snapshot_id']}` (█); "
+             f"one block = {top / width:.1f} rows.", "", "| class | before | after | planned | |", "|---|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (-r["train"], r["class"])):
+        before = "░" * round(width * r["ingested"] / top)
+        planned = "" if r["planned"] is None else str(r["planned"])
+        lines.append(f"| {r['class']} | {r['ingested']} | {r['train']} | {planned} | `{bar(r['train'])}`<br>`{before}` |")
+    return "\n".join(lines) + "\n"

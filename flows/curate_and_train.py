@@ -28,7 +28,7 @@ from curate import pipeline, training
 from curate.config import load_config, resolve_path
 from curate.diff import diff_markdown
 from curate.model import resolve_model
-from curate.report import class_rows, funnel_rows, manifest_markdown
+from curate.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
 from curate.review import record_review, review_status
 from curate.snapshot import read_manifest
 
@@ -115,6 +115,8 @@ def snapshot(config_path: str, overrides: list[str], stage_dirs: list[str], mode
     )
     create_markdown_artifact(key=f"{manifest['name']}-snapshot", markdown=manifest_markdown(manifest, folder))
     create_table_artifact(key=f"{manifest['name']}-class-mix", table=class_rows(manifest), description="Train rows per class")
+    create_markdown_artifact(key=f"{manifest['name']}-class-mix-chart", markdown=class_mix_chart(manifest),
+                             description="Train rows per class before and after curation")
     return str(folder)
 
 

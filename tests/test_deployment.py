@@ -75,7 +75,7 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
     assert len(adapters) == 1 and json.loads((adapters[0].parent / "train_meta.json").read_text())["global_step"] == 6
     assert list(adapters[0].parent.parent.glob("eval-*/report.json"))
     arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
-    for key in ("banking77-funnel", "banking77-class-mix", "banking77-snapshot", "banking77-diff",
+    for key in ("banking77-funnel", "banking77-class-mix", "banking77-class-mix-chart", "banking77-snapshot", "banking77-diff",
                 "banking77-format-check", "banking77-training", "banking77-evaluation", "banking77-outputs"):
         assert key in arts.stdout, arts.stdout
 

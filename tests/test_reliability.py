@@ -115,13 +115,16 @@ def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapsh
 
     root = tmp_path / "killed"
     env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # an earlier snapshot (other settings, its own cache) in the same snapshot folder: it must stay intact
+    previous = _curate([*_outputs(root), f"output.cache={tmp_path / 'prev-cache'}", data, "clean.min_chars=12"])
+    previous_bytes = {p.name: p.read_bytes() for p in previous.iterdir()}
     # Kill when each stage is under way: a run resumes after the last completed stage, so
     # each re-run is killed further along (ingest, clean, dedupe, balance, snapshot write).
     moments = {
         "ingest": lambda started: time.time() - started > 1.5 and not _done(root, "01-ingest"),
         "clean": lambda started: _done(root, "01-ingest"),
         "dedupe": lambda started: _done(root, "02-clean"),
-        "balance": lambda started: _done(root, "03-dedupe"),
+        "balance": lambda started: _done(root, "03-dedupe") and not _done(root, "04-balance"),
         "snapshot": lambda started: _writing_snapshot(root),
     }
     killed = []
@@ -139,7 +142,8 @@ def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapsh
     assert {"ingest", "clean", "dedupe"} <= set(killed), killed
     final = _curate([*_outputs(root), data])
     _invariants(root)
-    assert final.name == reference.name
+    assert {p.name: p.read_bytes() for p in previous.iterdir()} == previous_bytes
+    assert final.name == reference.name != previous.name
     assert (final / "train.parquet").read_bytes() == (reference / "train.parquet").read_bytes()
 
 
