@@ -151,7 +151,7 @@ def run(
     require_review: bool = typer.Option(False, "--require-review", help="Stop after curation until the snapshot is approved (curate review approve)."),
     train: Optional[bool] = typer.Option(None, "--train/--no-train", help="Train and evaluate an adapter after curation (default: the config's train.enabled)."),
 ) -> None:
-    """Run the pipeline in-process (ephemeral Prefect API) and print a summary table."""
+    """Run the flow in-process (ephemeral Prefect API): curate a snapshot, train and evaluate on it; print summary tables."""
     from curate.config import ConfigError, load_config
 
     if train is not None:
