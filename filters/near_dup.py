@@ -706,14 +706,7 @@ def candidate_pairs(
     `keys` and `rows` are the band_key and row columns of that partition's records.
     """
     order = np.argsort(keys)
-    skeys = keys[order]
-    srows = rows[order].astype(np.int64)
-    none = np.empty(0, np.int64)
-    cnt = _emit_pairs(skeys, srows, max_partners, split, none, none, False)
-    left = np.empty(cnt, np.int64)
-    right = np.empty(cnt, np.int64)
-    _emit_pairs(skeys, srows, max_partners, split, left, right, True)
-    return left, right
+    return candidate_pairs_sorted(keys[order], rows[order].astype(np.int64), max_partners=max_partners, split=split)
 
 
 def _unique_pairs(lefts: list[np.ndarray], rights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -801,17 +794,23 @@ def _link_band(skeys, srows, max_partners, offsets, lengths, hashes, threshold, 
                         continue
                     counts[1] += 1
                     sim = _jaccard(hashes, offsets[x], lengths[x], offsets[y], lengths[y])
-                    if sim >= threshold:
-                        if rx < ry:
-                            parent[ry] = rx
-                        else:
-                            parent[rx] = ry
-                        e = counts[0]
-                        el[e] = min(x, y)
-                        er[e] = max(x, y)
-                        es[e] = sim
-                        counts[0] = e + 1
+                    _link_if_similar(x, y, rx, ry, sim, threshold, parent, el, er, es, counts)
         i = j
+
+
+@njit(inline="always")
+def _link_if_similar(x, y, rx, ry, sim, threshold, parent, el, er, es, counts):
+    """Union the components of x and y (roots rx != ry) and record the edge, if sim passes."""
+    if sim >= threshold:
+        if rx < ry:  # the smaller index becomes the root
+            parent[ry] = rx
+        else:
+            parent[rx] = ry
+        e = counts[0]
+        el[e] = min(x, y)
+        er[e] = max(x, y)
+        es[e] = sim
+        counts[0] = e + 1
 
 
 # ----------------------------------------------------------------------------------------
@@ -975,13 +974,8 @@ def find_links(
     if split >= 0:
         # Decontamination: every train-eval candidate pair is verified (best match wanted).
         lefts, rights = [], []
-        none = np.empty(0, np.int64)
         for band in range(bands):
-            sk, sr = sort_band(band)
-            cnt = _emit_pairs(sk, sr, max_partners, split, none, none, False)
-            left = np.empty(cnt, np.int64)
-            right = np.empty(cnt, np.int64)
-            _emit_pairs(sk, sr, max_partners, split, left, right, True)
+            left, right = candidate_pairs_sorted(*sort_band(band), max_partners=max_partners, split=split)
             lefts.append(left)
             rights.append(right)
         left, right = _unique_pairs(lefts, rights)
@@ -1042,6 +1036,7 @@ def band_candidates(
 
 
 def candidate_pairs_sorted(skeys: np.ndarray, srows: np.ndarray, *, max_partners: int, split: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs from band keys already sorted (with their row ids): count, then fill."""
     none = np.empty(0, np.int64)
     cnt = _emit_pairs(skeys, srows, max_partners, split, none, none, False)
     left = np.empty(cnt, np.int64)
@@ -1071,16 +1066,7 @@ def _link_in_order(left, right, sim, threshold, parent, el, er, es, counts):
         if rx == ry:
             continue
         counts[1] += 1
-        if sim[k] >= threshold:
-            if rx < ry:
-                parent[ry] = rx
-            else:
-                parent[rx] = ry
-            e = counts[0]
-            el[e] = min(x, y)
-            er[e] = max(x, y)
-            es[e] = sim[k]
-            counts[0] = e + 1
+        _link_if_similar(x, y, rx, ry, sim[k], threshold, parent, el, er, es, counts)
 
 
 def find_links_mapped(
