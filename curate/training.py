@@ -23,7 +23,7 @@ from pathlib import Path
 from curate.config import Config, load_config, resolve_path
 from curate.io import write_json, write_text
 from curate.proc import run_module
-from curate.snapshot import source_hash
+from curate.snapshot import file_sha256, source_hash
 
 TRAIN_MODULES = ("trainers/config.py", "trainers/format.py", "trainers/qlora.py")
 EVAL_MODULES = ("trainers/format.py", "trainers/evaluate.py", "trainers/predict.py", "curate/engine.py")
@@ -51,6 +51,8 @@ def train_run_dir(config: Config, snapshot_dir: str | Path) -> Path:
         "train": tc.model_dump(mode="json", exclude=_SPEED_ONLY),
         "model": _model_identity(config),
         "code": source_hash(TRAIN_MODULES),
+        # the prompt-format template's content, not only its path
+        "format_template": file_sha256(resolve_path(tc.format.template)) if tc.format.template else None,
     }
     return resolve_path(tc.output_dir) / config.name / f"{parts['snapshot']}-{tc.method}-{_key(parts)}"
 
@@ -60,17 +62,24 @@ def step_format_check(config_path: str, overrides: list[str], snapshot_dir: str 
 
     The report carries `refusal`: the message training refuses with (null when training may start).
     """
+    from curate.pipeline import CACHE_EVENTS
     from trainers.format import format_check
 
     config = load_config(config_path, overrides)
     tc = config.train.trainer_config()
+    path = train_run_dir(config, snapshot_dir) / "format_check.json"
+    if path.is_file():  # same snapshot, format settings and template, tokenizer, code (the run folder's key)
+        report = json.loads(path.read_text())
+        if not report["refusal"]:  # a refusal is checked again: cheap, and the user is fixing it
+            CACHE_EVENTS.append(("format-check", "hit"))
+            return report
     checked = format_check(snapshot_dir, model_dir, tc, config.task)
-    path = train_run_dir(config, snapshot_dir) / "format_report.json"
     report = {**checked.to_dict(), "refusal": None}
     if not checked.ok and not tc.allow_format_violations:
         report["refusal"] = (checked.summary(limit=5) + "\nTraining refused: fix train.format or set "
                              f"train.allow_format_violations=true. Full list: {path}")
     write_json(report, path)
+    CACHE_EVENTS.append(("format-check", "computed"))
     return report
 
 

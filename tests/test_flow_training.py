@@ -98,7 +98,7 @@ def test_a_format_fault_stops_the_flow_before_training(tmp_path):
     assert "FormatViolationError" in err and "missing_end_of_turn" in err and "Training refused" in err
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "adapters").glob("banking77/*/adapter"))
-    report = json.loads(next((tmp_path / "adapters").glob("banking77/*/format_report.json")).read_text())
+    report = json.loads(next((tmp_path / "adapters").glob("banking77/*/format_check.json")).read_text())
     assert report["by_check"]["missing_end_of_turn"] > 0 and report["refusal"]
 
 
