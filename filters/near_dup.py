@@ -709,13 +709,19 @@ def candidate_pairs(
     return candidate_pairs_sorted(keys[order], rows[order].astype(np.int64), max_partners=max_partners, split=split)
 
 
+def _pack_pairs(left: np.ndarray, right: np.ndarray) -> np.ndarray:
+    """(left, right) row pairs as one uint64 each (rows < 2^32), ordered by left then right."""
+    return (left.astype(np.uint64) << np.uint64(32)) | right.astype(np.uint64)
+
+
+def _unpack_pairs(packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return (packed >> np.uint64(32)).astype(np.int64), (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+
+
 def _unique_pairs(lefts: list[np.ndarray], rights: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     if not lefts:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    packed = np.unique(
-        (np.concatenate(lefts).astype(np.uint64) << np.uint64(32)) | np.concatenate(rights).astype(np.uint64)
-    )
-    return (packed >> np.uint64(32)).astype(np.int64), (packed & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    return _unpack_pairs(np.unique(_pack_pairs(np.concatenate(lefts), np.concatenate(rights))))
 
 
 # ----------------------------------------------------------------------------------------
@@ -926,6 +932,45 @@ def _check_settings(threshold: float, num_perm: int, ngram: int, shingle: str, h
         raise ValueError("; ".join(problems))
 
 
+def _check_rows(n: int) -> None:
+    if n >= 1 << 32:
+        raise ValueError("more than 2^32 rows: shard the input (pairs are packed in 64 bits)")
+
+
+def _band_key_matrix(sets: ShingleSets, *, bands: int, rows: int, num_perm: int, seed: int, scheme: Scheme) -> np.ndarray:
+    """Passes 2-3 fused: (bands, n) band keys straight from a per-thread signature buffer,
+    so the (n, num_perm) signature matrix never exists (same keys as sign_shard -> band_keys)."""
+    a, b, legacy = _perm_arrays(num_perm, seed, scheme)
+    keys = np.empty((bands, len(sets)), np.uint64)
+    _sign_band_kernel(sets.offsets, sets.lengths, sets.hashes, a, b, legacy, bands, rows, keys)
+    return keys
+
+
+def _sort_live(keys: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One band: the keys of rows with shingles, sorted, with their row ids. Rows without
+    shingles share the empty signature; they must not meet in a bucket."""
+    if live.all():
+        row_ids = np.arange(keys.shape[0], dtype=np.int64)
+    else:
+        row_ids = np.flatnonzero(live)
+        keys = keys[live]
+    order = np.argsort(keys)
+    return keys[order], row_ids[order]
+
+
+def _link_state(n: int) -> tuple[np.ndarray, ...]:
+    """Union-find parents, edge buffers (a spanning forest has < n edges) and counters for pass 6."""
+    return (np.arange(n, dtype=np.int64), np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64),
+            np.zeros(2, np.int64))
+
+
+def _linked_edges(state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(left, right, similarity, pairs verified) from a filled link state."""
+    _, el, er, es, counts = state
+    e = int(counts[0])
+    return el[:e].copy(), er[:e].copy(), es[:e].copy(), int(counts[1])
+
+
 def find_links(
     texts: pl.Series | Sequence[str | None],
     *,
@@ -946,8 +991,7 @@ def find_links(
     """
     _check_settings(threshold, num_perm, ngram, shingle, hash, scheme)
     n = len(texts)
-    if n >= 1 << 32:
-        raise ValueError("more than 2^32 rows: shard the input (pairs are packed in 64 bits)")
+    _check_rows(n)
     sets = shingle_hashes(texts, ngram=ngram, shingle=shingle)
     if hash == "sha1":
         seq = texts.to_list() if isinstance(texts, pl.Series) else texts
@@ -955,21 +999,11 @@ def find_links(
     else:
         sets_for_sign = sets
     bands, rows = choose_bands(threshold, num_perm, min_recall=min_recall)
-    a, b, legacy = _perm_arrays(num_perm, seed, scheme)
-
-    # Passes 2-3 fused (same keys as sign_shard -> band_keys, without the signature matrix).
-    keys = np.empty((bands, n), np.uint64)
-    _sign_band_kernel(sets_for_sign.offsets, sets_for_sign.lengths, sets_for_sign.hashes, a, b, legacy, bands, rows, keys)
-
-    # Rows without shingles share the empty signature; they must not meet in a bucket.
-    live = np.flatnonzero(sets.lengths > 0)
-    all_live = live.shape[0] == n
-    row_ids = np.arange(n, dtype=np.int64) if all_live else live
+    keys = _band_key_matrix(sets_for_sign, bands=bands, rows=rows, num_perm=num_perm, seed=seed, scheme=scheme)
+    live = sets.lengths > 0
 
     def sort_band(band: int) -> tuple[np.ndarray, np.ndarray]:
-        k = keys[band] if all_live else keys[band][live]
-        order = np.argsort(k)
-        return k[order], row_ids[order]
+        return _sort_live(keys[band], live)
 
     if split >= 0:
         # Decontamination: every train-eval candidate pair is verified (best match wanted).
@@ -984,21 +1018,15 @@ def find_links(
         cluster = cluster_rows(n, left, right)
     else:
         # Passes 4-6 band by band; the next band's argsort (GIL released) overlaps this band's walk.
-        parent = np.arange(n, dtype=np.int64)
-        el = np.empty(n, np.int64)
-        er = np.empty(n, np.int64)
-        es = np.empty(n, np.float64)
-        counts = np.zeros(2, np.int64)
+        state = _link_state(n)
         with ThreadPoolExecutor(max_workers=1) as pool:
             nxt = pool.submit(sort_band, 0)
             for band in range(bands):
                 sk, sr = nxt.result()
                 if band + 1 < bands:
                     nxt = pool.submit(sort_band, band + 1)
-                _link_band(sk, sr, max_partners, sets.offsets, sets.lengths, sets.hashes, threshold, parent, el, er, es, counts)
-        e = int(counts[0])
-        left, right, sim = el[:e].copy(), er[:e].copy(), es[:e].copy()
-        candidates = int(counts[1])
+                _link_band(sk, sr, max_partners, sets.offsets, sets.lengths, sets.hashes, threshold, *state)
+        left, right, sim, candidates = _linked_edges(state)
         cluster = cluster_rows(n, left, right)
     del keys
     return NearDupLinks(sets=sets, left=left, right=right, similarity=sim, cluster=cluster, candidates=candidates)
@@ -1013,9 +1041,7 @@ def shard_band_keys(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Passes 1-3 for one row shard: ([band keys of band 0, 1, ...], live mask). Needs no other shard."""
     sets = shingle_hashes(texts, ngram=ngram, shingle=shingle)
-    a, b, legacy = _perm_arrays(num_perm, seed, scheme)
-    keys = np.empty((bands, len(sets)), np.uint64)
-    _sign_band_kernel(sets.offsets, sets.lengths, sets.hashes, a, b, legacy, bands, rows, keys)
+    keys = _band_key_matrix(sets, bands=bands, rows=rows, num_perm=num_perm, seed=seed, scheme=scheme)
     return [keys[i].copy() for i in range(bands)], sets.lengths > 0
 
 
@@ -1024,15 +1050,8 @@ def band_candidates(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pass 4 for one band: its keys from every shard (in row order) -> candidate pairs, in the
     order the in-process driver meets them (so that linking them in that order gives its edges)."""
-    keys = np.concatenate(key_parts)
-    live = np.concatenate(live_parts)
-    if live.all():
-        row_ids = np.arange(keys.shape[0], dtype=np.int64)
-    else:
-        row_ids = np.flatnonzero(live)
-        keys = keys[live]
-    order = np.argsort(keys)
-    return candidate_pairs_sorted(keys[order], row_ids[order], max_partners=max_partners, split=split)
+    skeys, srows = _sort_live(np.concatenate(key_parts), np.concatenate(live_parts))
+    return candidate_pairs_sorted(skeys, srows, max_partners=max_partners, split=split)
 
 
 def candidate_pairs_sorted(skeys: np.ndarray, srows: np.ndarray, *, max_partners: int, split: int) -> tuple[np.ndarray, np.ndarray]:
@@ -1100,6 +1119,7 @@ def find_links_mapped(
         raise ValueError("the sharded driver signs with hash='fast' only")
     texts = texts.cast(pl.String)
     n = len(texts)
+    _check_rows(n)
     bands, rows = choose_bands(threshold, num_perm, min_recall=min_recall)
     bounds = np.linspace(0, n, max(1, min(shards, n)) + 1).astype(np.int64)
     parts = [texts.slice(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
@@ -1114,10 +1134,8 @@ def find_links_mapped(
     left_all = np.concatenate([l for l, _ in per_band]) if per_band else np.empty(0, np.int64)
     right_all = np.concatenate([r for _, r in per_band]) if per_band else np.empty(0, np.int64)
     # Verify each distinct pair once, in chunks that carry their own texts.
-    packed = (left_all.astype(np.uint64) << np.uint64(32)) | right_all.astype(np.uint64)
-    uniq, inverse = np.unique(packed, return_inverse=True)
-    ul = (uniq >> np.uint64(32)).astype(np.int64)
-    ur = (uniq & np.uint64(0xFFFFFFFF)).astype(np.int64)
+    uniq, inverse = np.unique(_pack_pairs(left_all, right_all), return_inverse=True)
+    ul, ur = _unpack_pairs(uniq)
     chunks = [(int(lo), int(min(lo + pair_chunk, uniq.shape[0]))) for lo in range(0, uniq.shape[0], pair_chunk)]
     verify = functools.partial(text_pair_jaccard, ngram=ngram, shingle=shingle)
     sims = list(map_fn(verify, [texts.gather(ul[lo:hi]).to_list() for lo, hi in chunks],
@@ -1129,13 +1147,9 @@ def find_links_mapped(
         left, right, sim = ul[ok], ur[ok], usim[ok]
         candidates = int(uniq.shape[0])
     else:
-        parent = np.arange(n, dtype=np.int64)
-        el, er, es = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float64)
-        counts = np.zeros(2, np.int64)
-        _link_in_order(left_all, right_all, sim_all, threshold, parent, el, er, es, counts)
-        e = int(counts[0])
-        left, right, sim = el[:e].copy(), er[:e].copy(), es[:e].copy()
-        candidates = int(counts[1])
+        state = _link_state(n)
+        _link_in_order(left_all, right_all, sim_all, threshold, *state)
+        left, right, sim, candidates = _linked_edges(state)
     return NearDupLinks(sets=None, left=left, right=right, similarity=sim, cluster=cluster_rows(n, left, right),
                         candidates=candidates)
 
