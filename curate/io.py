@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -45,6 +46,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(final: str | Path, prefix: str = ".tmp-") -> Iterator[Path]:
+    """Yield a temporary folder beside `final`; if the block succeeds, it replaces `final`.
+
+    A folder under the final name is therefore always complete (what was there before,
+    an incomplete leftover, is removed first); on failure the temporary is removed.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    try:
+        yield tmp
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
 
 
 def write_table(df: pl.DataFrame, path: str | Path) -> Path:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Callable
@@ -29,7 +27,7 @@ from typing import Callable
 import polars as pl
 
 from curate.config import Config, load_config, resolve_path
-from curate.io import write_json, write_table
+from curate.io import atomic_folder, write_json, write_table
 from curate.proc import run_module
 from curate.schema import ROW_SCHEMA, StageCounts, count_stage, empty_dropped
 from curate.snapshot import file_sha256, source_hash, write_snapshot
@@ -93,17 +91,9 @@ def _cached(config: Config, stage: str, parts: dict, compute: Callable[[Path], N
     if (out / "counts.json").is_file():
         CACHE_EVENTS.append((stage, "hit"))
         return out
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
-    try:
+    with atomic_folder(out) as tmp:  # replaces an incomplete leftover (no counts.json)
         compute(tmp)
         write_json(parts, tmp / "key.json")
-        if out.exists():
-            shutil.rmtree(out)  # an incomplete leftover (no counts.json)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     CACHE_EVENTS.append((stage, "computed"))
     return out
 

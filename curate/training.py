@@ -15,13 +15,10 @@ evaluation run in child processes (curate/proc.py) with their logs in the run fo
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from curate.config import Config, load_config, resolve_path
-from curate.io import write_json, write_text
+from curate.io import atomic_folder, write_json, write_text
 from curate.proc import run_module
 from curate.snapshot import file_sha256, source_hash
 
@@ -32,9 +29,9 @@ _SPEED_ONLY = {"cpu_threads", "output_dir", "logging_steps", "save_total_limit"}
 
 
 def _key(parts: dict) -> str:
-    import hashlib
+    from curate.pipeline import stage_key
 
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return stage_key(parts)[:12]
 
 
 def _snapshot_id(snapshot_dir: str | Path) -> str:
@@ -124,8 +121,7 @@ def step_evaluate(config_path: str, overrides: list[str], adapter_dir: str | Pat
     if (out / "report.json").is_file():
         CACHE_EVENTS.append(("evaluate", "hit"))
         return out
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-eval-", dir=out.parent))
-    try:
+    with atomic_folder(out, prefix=".tmp-eval-") as tmp:
         args = ["--adapter", str(adapter_dir), "--snapshot", str(snapshot_dir), "--shots", str(t.eval_shots), "--out", str(tmp)]
         args += [] if t.eval_baseline else ["--no-baseline"]
         args += [] if t.eval_guided else ["--no-guided"]
@@ -135,12 +131,6 @@ def step_evaluate(config_path: str, overrides: list[str], adapter_dir: str | Pat
         # the report names files in the temporary folder: point it at the final one
         for name in ("report.json", "report.md"):
             write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
-        if out.exists():
-            shutil.rmtree(out)  # an incomplete leftover
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     CACHE_EVENTS.append(("evaluate", "computed"))
     return out
 

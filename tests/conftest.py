@@ -26,6 +26,18 @@ def _prefect_home(tmp_path_factory):
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+def curate_steps(config: str | Path, overrides: list[str] | None = None) -> Path:
+    """ingest -> clean -> dedupe -> balance -> snapshot: the flow's curation steps without Prefect."""
+    from curate import pipeline
+
+    config, overrides = str(config), list(overrides or [])
+    ingested = pipeline.step_ingest(config, overrides)
+    cleaned = pipeline.step_clean(config, overrides, ingested)
+    deduped = pipeline.step_dedupe(config, overrides, cleaned)
+    balanced = pipeline.step_balance(config, overrides, deduped)
+    return pipeline.step_snapshot(config, overrides, [ingested, cleaned, deduped, balanced])
+
+
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))

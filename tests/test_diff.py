@@ -11,7 +11,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate import pipeline
 from curate.diff import (
     check_gates,
     compute_diff,
@@ -23,8 +22,7 @@ from curate.diff import (
 )
 from curate.schema import DROP_SCHEMA, QUARANTINE_SCHEMA, ROW_SCHEMA, StageCounts
 from curate.snapshot import read_manifest, write_snapshot
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT, curate_steps
 
 
 def rows(spec: list[tuple], split: str = "train", **extra_cols) -> pl.DataFrame:
@@ -249,11 +247,7 @@ def _run(tmp: Path, *overrides: str) -> Path:
     # Balancing off: these runs isolate one clean / dedupe setting each (class caps would
     # otherwise move with every change of the class counts).
     ov = ["allow_outside_paths=true", f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}", f"output.cache={tmp / 'cache'}", "balance.enabled=false", *overrides]
-    ingested = pipeline.step_ingest(config, ov)
-    cleaned = pipeline.step_clean(config, ov, ingested)
-    deduped = pipeline.step_dedupe(config, ov, cleaned)
-    balanced = pipeline.step_balance(config, ov, deduped)
-    return pipeline.step_snapshot(config, ov, [ingested, cleaned, deduped, balanced])
+    return curate_steps(config, ov)
 
 
 @pytest.fixture(scope="module")

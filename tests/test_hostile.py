@@ -16,12 +16,11 @@ import polars as pl
 import pytest
 import yaml
 
-from curate import pipeline
 from curate.config import ConfigError, load_config
 from curate.ingest import IngestError
 from curate.snapshot import read_manifest, verify_snapshot
 from curate.templates import lint_template
-from tests.conftest import ROOT, base_config, write_config
+from tests.conftest import ROOT, base_config, curate_steps, write_config
 
 CORPUS = Path(os.environ.get("HOSTILE_CORPUS", ROOT / "tests" / "hostile")).resolve()
 EXPECT = yaml.safe_load((CORPUS / "expect.yaml").read_text()) if (CORPUS / "expect.yaml").is_file() else {}
@@ -35,12 +34,7 @@ def test_the_corpus_covers_at_least_twenty_kinds():
 
 
 def _curate(config_path: Path) -> Path:
-    """ingest -> clean -> dedupe -> balance -> snapshot, the flow's steps without Prefect."""
-    ingested = pipeline.step_ingest(str(config_path), [])
-    cleaned = pipeline.step_clean(str(config_path), [], ingested)
-    deduped = pipeline.step_dedupe(str(config_path), [], cleaned)
-    balanced = pipeline.step_balance(str(config_path), [], deduped)
-    return pipeline.step_snapshot(str(config_path), [], [ingested, cleaned, deduped, balanced])
+    return curate_steps(config_path)
 
 
 def _hostile_config(tmp_path: Path, path: Path) -> Path:

@@ -24,13 +24,8 @@ from tests.conftest import ROOT
 
 CURATE = """
 import sys
-from curate import pipeline
-cfg, overrides = sys.argv[1], sys.argv[2:]
-i = pipeline.step_ingest(cfg, overrides)
-c = pipeline.step_clean(cfg, overrides, i)
-d = pipeline.step_dedupe(cfg, overrides, c)
-b = pipeline.step_balance(cfg, overrides, d)
-print(pipeline.step_snapshot(cfg, overrides, [i, c, d, b]))
+from tests.conftest import curate_steps
+print(curate_steps(sys.argv[1], sys.argv[2:]))
 """
 
 
