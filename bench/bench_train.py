@@ -1,4 +1,4 @@
-"""Training benchmarks: peak memory QLoRA vs bf16 LoRA, and tokens/s with packing vs padded batches.
+"""Training benchmarks: peak memory QLoRA vs LoRA, tokens/s with packing vs padded batches, and dtype auto vs bf16.
 
     .venv/bin/python bench/bench_train.py                      # banking77 latest snapshot, 6 steps each
     .venv/bin/python bench/bench_train.py --steps 10 --threads 2 --out bench/out/train.json
@@ -8,6 +8,8 @@ trainer code (trainers.qlora setup + fit) on the same rows, model and batch size
 is the process's peak resident set on CPU (torch.cuda.max_memory_allocated on GPU), also
 given above the process's footprint just before the model loads, which isolates what the
 model, activations and optimizer add. Tokens/s counts real (non-padding) tokens trained.
+The cases use `dtype: auto` (curate/devices.py) except `qlora_packed_bf16`, which forces
+bf16 compute: on a CPU without bf16 instructions the two differ by the software conversion.
 Results go to docs/training.md by hand; timings on the shared CPU machines are noisy.
 """
 
@@ -28,6 +30,7 @@ CASES = {
     "qlora_packed": {"method": "qlora", "packing": True},
     "lora_packed": {"method": "lora", "packing": True},
     "qlora_padded": {"method": "qlora", "packing": False},
+    "qlora_packed_bf16": {"method": "qlora", "packing": True, "dtype": "bfloat16"},
 }
 
 
@@ -41,6 +44,7 @@ def rss_mb() -> float:
 def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path) -> dict:
     import torch
 
+    from curate.devices import resolve_dtype
     from curate.model import resolve_model
     from trainers.config import TrainConfig
     from trainers.qlora import fit, peak_memory_mb, setup
@@ -60,7 +64,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     tokens = float(logs[-1]["num_tokens"]) if logs else float("nan")
     peak = peak_memory_mb(run.device)
     return {
-        "case": case, **CASES[case], "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
+        "case": case, **CASES[case], "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
         "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1) if run.device == "cpu" else None,
         "after_load_above_start_mb": round(loaded - before, 1), "fit_seconds": round(seconds, 1),
         "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1), "s_per_step": round(seconds / steps, 2),
@@ -104,6 +108,9 @@ def main() -> None:
     if {"qlora_packed", "qlora_padded"} <= by.keys():
         summary["tokens_per_s_packed_over_padded"] = round(
             by["qlora_packed"]["tokens_per_s"] / by["qlora_padded"]["tokens_per_s"], 3)
+    if {"qlora_packed", "qlora_packed_bf16"} <= by.keys():
+        summary["tokens_per_s_auto_over_bf16"] = round(
+            by["qlora_packed"]["tokens_per_s"] / by["qlora_packed_bf16"]["tokens_per_s"], 3)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"results": results, "summary": summary}, indent=2) + "\n")

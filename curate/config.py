@@ -167,7 +167,9 @@ class EngineConfig(_Section):
     """vLLM engine settings. The defaults fit the CPU build; on a GPU raise gpu_memory_utilization
     (e.g. 0.9), set enforce_eager false, and tensor_parallel_size to the number of GPUs."""
 
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field("bfloat16", description="weights and activations")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="weights and activations; auto: bf16 where the hardware computes it natively, else float32 on a CPU (curate/devices.py)"
+    )
     gpu_memory_utilization: float = Field(
         0.3, gt=0, le=1, description="share of device memory for the KV cache; on the CPU build, of RAM (0.92 fails at start)"
     )

@@ -11,7 +11,8 @@ from the adapter folder): the same ids the model was trained to continue. Two en
                   prompts passed as token ids (vLLM must run under `if __name__ == "__main__":`)
 
 Both stop on the format's stop token and return the parsed answer (text up to it, stripped).
-A QLoRA adapter is applied to the bf16 base here (the usual way to serve QLoRA adapters).
+A QLoRA adapter is applied to the unquantized base here (the usual way to serve QLoRA adapters),
+in the dtype the evaluation engine computes in on this hardware (curate/devices.py).
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ def load_model(adapter_dir: str | Path | None, base_model: str | Path | None = N
     import torch
     from transformers import AutoModelForCausalLM
 
+    from curate.devices import torch_dtype
     from trainers.qlora import pick_device
 
     base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
     device = pick_device(device)
-    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.bfloat16, device_map={"": device})
+    # The dtype the evaluation's engine computes in on this hardware (curate/devices.py).
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch_dtype("auto", device=device), device_map={"": device})
     if adapter_dir is not None:
         from peft import PeftModel
 

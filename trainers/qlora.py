@@ -27,17 +27,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import resource
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from curate.devices import resolve_dtype
+from curate.io import atomic_folder
 from trainers.config import TrainConfig
 from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
 
@@ -97,13 +96,16 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    kwargs: dict = {"dtype": torch.bfloat16, "device_map": {"": device}}
+    from curate.devices import torch_dtype
+
+    dtype = torch_dtype(cfg.dtype, device=device)  # auto: float32 on a CPU without bf16 instructions
+    kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if cfg.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",  # normal-float 4-bit: the QLoRA paper's data type for normal weights
             bnb_4bit_use_double_quant=True,  # quantize the quantization constants too (~0.4 bit/param saved)
-            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_compute_dtype=dtype,
         )
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if cfg.method == "qlora":
@@ -224,7 +226,10 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None):
         data_seed=cfg.seed,
         gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False},
-        bf16=True,  # CPU autocast in bf16 (avx512_bf16) and GPU alike; the base is stored in bf16 anyway
+        # autocast in the compute dtype: bf16 on GPUs and CPUs with bf16 instructions; float32
+        # (no autocast) on other CPUs, where bf16 is converted in software and 4-5x slower
+        bf16=(dtype := resolve_dtype(cfg.dtype, device=run.device)) == "bfloat16",
+        fp16=dtype == "float16",
         use_cpu=run.device == "cpu",
         completion_only_loss=True,  # labels already carry -100 on the prompt; kept explicit for readers
         dataloader_num_workers=0,
@@ -272,9 +277,14 @@ def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:
     """The adapter folder: LoRA weights + the format and tokenizer it was trained with + metadata."""
     adapter_dir = run.run_dir / ADAPTER_DIR
     # Filled under a temporary name and renamed: a folder named adapter/ is always complete.
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-adapter-", dir=run.run_dir))
-    run.trainer.model.save_pretrained(str(tmp))
-    run.fmt.save(tmp)
+    with atomic_folder(adapter_dir, prefix=".tmp-adapter-") as tmp:
+        _write_adapter(run, tmp, metrics)
+    return adapter_dir
+
+
+def _write_adapter(run: Run, folder: Path, metrics: dict | None) -> None:
+    run.trainer.model.save_pretrained(str(folder))
+    run.fmt.save(folder)
     history = run.trainer.state.log_history
     manifest = json.loads((run.snapshot_dir / "manifest.json").read_text())
     meta = {
@@ -296,11 +306,7 @@ def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:
         "metrics": metrics or {},
         "config": run.cfg.model_dump(mode="json"),
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    if adapter_dir.exists():
-        shutil.rmtree(adapter_dir)
-    os.replace(tmp, adapter_dir)
-    return adapter_dir
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def train(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfig | None = None, task_cfg: Any = None,

@@ -1,0 +1,84 @@
+"""Which number format the hardware computes fastest in: `dtype: auto` in the configs.
+
+    from curate.devices import resolve_dtype
+    resolve_dtype("auto")            # "bfloat16" on a GPU or a CPU with bf16 instructions, else "float32"
+
+bf16 halves memory and is what the bundled checkpoint is stored in, but only some
+CPUs compute in it natively (AVX512-BF16 or AMX). Elsewhere every bf16 matrix product
+is converted on the fly: on a 2-core AVX2 machine (AMD EPYC, 2026-11) a 512x576x1536
+linear ran at 79 GFLOP/s in float32 and 15 in bfloat16, and vLLM generated 4.8x more
+tokens per second in float32 (docs/benchmarks.md). So `auto` picks per machine, the
+vLLM engine (synthesis, evaluation) and training alike; an explicit dtype is used as
+given.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+
+
+def cpu_has_bf16(flags: set[str] | None = None) -> bool:
+    """True when the CPU computes bf16 natively (AVX512-BF16 or AMX-BF16 instructions).
+
+    `flags` are /proc/cpuinfo flags (read when not given); without them (not Linux), torch asks.
+    """
+    if flags is None:
+        flags = _cpu_flags()
+    if flags:
+        return bool({"avx512_bf16", "amx_bf16"} & flags)
+    try:
+        import torch
+
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (ImportError, AttributeError):
+        return False
+
+
+@lru_cache(maxsize=1)
+def _cpu_flags() -> frozenset[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_dtype(name: str, *, device: str = "auto", flags: set[str] | None = None) -> str:
+    """The dtype to compute in: `name` itself unless it is "auto".
+
+    auto: on a CUDA device bfloat16 where supported, else float16; on the CPU bfloat16
+    with native bf16 instructions, else float32. `device` is "cuda", "cpu" or "auto"
+    (cuda when torch sees one).
+    """
+    if name not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES}, not {name!r}")
+    if name != "auto":
+        return name
+    if device == "auto":
+        device = "cuda" if _cuda_available() else "cpu"
+    if device == "cuda":
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "bfloat16" if cpu_has_bf16(flags) else "float32"
+
+
+def torch_dtype(name: str, *, device: str = "auto"):
+    """`resolve_dtype` as a torch.dtype."""
+    import torch
+
+    return getattr(torch, resolve_dtype(name, device=device))
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
