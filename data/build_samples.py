@@ -18,6 +18,11 @@ split is 5 rows per intent from the official test split, untouched.
 viggo (CC BY-SA 4.0): 1,200 text -> meaning-representation rows (class = dialogue
 act, derived from the output), a few planted duplicates and broken MRs; eval from
 the official test split.
+
+clinc150 (CC BY 3.0): the source's own imbalanced training variant (25, 50, 75 or 100
+queries per intent, by domain), unaltered, for 24 intents: 6 from each of four domains
+with 25, 50, 75 and 100 queries per intent; eval from the official test split. The imbalance is the source's, so balancing and synthesis
+are measured on a known, controlled mix rather than one planted here.
 """
 
 from __future__ import annotations
@@ -208,12 +213,43 @@ def build_viggo(shared: Path, rng: random.Random) -> None:
         writer.writerows({"text": r["ref"], "mr": r["mr"]} for r in rng.sample(test, 150))
 
 
+# In the imbalanced variant the count depends on the domain: banking 25, utility 50,
+# kitchen_and_dining 75, travel 100 queries per intent. Six intents of each give all four
+# levels, and 24 labels the bundled 135M model can still choose from in the label check.
+CLINC150_DOMAINS = ["banking", "utility", "kitchen_and_dining", "travel"]
+CLINC150_PER_DOMAIN = 6
+
+
+def build_clinc150(shared: Path, rng: random.Random) -> None:
+    src = shared / "clinc150"
+    data = json.loads((src / "data_imbalanced.json").read_text())
+    domains = json.loads((src / "domains.json").read_text())
+    intents = sorted(i for d in CLINC150_DOMAINS for i in rng.sample(sorted(domains[d]), CLINC150_PER_DOMAIN))
+    keep = set(intents)
+    out = HERE / "clinc150"
+    (out / "raw").mkdir(parents=True, exist_ok=True)
+    with open(out / "raw" / "train_imbalanced.jsonl", "w", encoding="utf-8") as fh:
+        for text, intent in data["train"]:  # the source's order, every row of these intents
+            if intent in keep:
+                fh.write(json.dumps({"text": text, "intent": intent}, ensure_ascii=False) + "\n")
+    test_by_intent: dict[str, list[str]] = defaultdict(list)
+    for text, intent in data["test"]:
+        if intent in keep:
+            test_by_intent[intent].append(text)
+    with open(out / "eval.jsonl", "w", encoding="utf-8") as fh:
+        for intent in intents:
+            for text in rng.sample(test_by_intent[intent], 10):
+                fh.write(json.dumps({"text": text, "intent": intent}, ensure_ascii=False) + "\n")
+    (out / "intents.json").write_text(json.dumps(intents, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     args = parser.parse_args()
     build_banking77(args.shared, random.Random(SEED))
     build_viggo(args.shared, random.Random(SEED + 1))
+    build_clinc150(args.shared, random.Random(SEED + 2))
 
 
 if __name__ == "__main__":
