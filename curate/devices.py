@@ -6,7 +6,7 @@
 bf16 halves memory and is what the bundled checkpoint is stored in, but only some
 CPUs compute in it natively (AVX512-BF16 or AMX). Elsewhere every bf16 matrix product
 is converted on the fly: on a 2-core AVX2 machine (AMD EPYC, 2026-11) a 512x576x1536
-linear ran at 79 GFLOP/s in float32 and 15 in bfloat16, and vLLM generated 4.8x more
+linear ran at 79 GFLOP/s in float32 and 15 in bfloat16, and vLLM generated about 4x more
 tokens per second in float32 (docs/benchmarks.md). So `auto` picks per machine, the
 vLLM engine (synthesis, evaluation) and training alike; an explicit dtype is used as
 given.

@@ -32,7 +32,7 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
     e = engine
     return LLM(
         model=str(Path(model_dir).resolve()),
-        dtype=resolve_dtype(e.dtype),  # auto: float32 on a CPU without bf16 instructions (4-5x faster there)
+        dtype=resolve_dtype(e.dtype),  # auto: float32 on a CPU without bf16 instructions (about 4x faster there)
         gpu_memory_utilization=e.gpu_memory_utilization,
         max_model_len=e.max_model_len,
         enforce_eager=e.enforce_eager,

@@ -155,7 +155,7 @@ class TemplateHeader(BaseModel):
     task: str = Field(description="config name (e.g. banking77) or task kind (classification / generation)")
     description: str = ""
     classes: Literal["all"] | list[str] = "all"
-    few_shot: int = Field(4, ge=0, le=64)
+    few_shot: int = Field(4, ge=0, le=256, description="real rows drawn into `examples` (label_check: one per class up to this many)")
     sampling: SamplingSpec = SamplingSpec()
     parse: ParseSpec
     variables: list[str] = Field(default_factory=list)
