@@ -12,7 +12,7 @@ Measures, on the latest snapshot of the task and the configured (bundled) model:
    generation time; and once more as a single call without per-request seeds, which is
    what the packing workaround (see curate.synthesis.VLLMGenerator) costs.
 3. transformers `generate()` one prompt at a time on the first --hf-prompts of those
-   prompts (same max_tokens, temperature, top_p; no structured outputs): tokens/s.
+   prompts (same max_tokens, temperature, top_p and dtype; no structured outputs): tokens/s.
 Writes bench/out/synthesis-<task>.json. Figures go to docs/synthesis.md; nothing here
 is asserted by tests.
 """
@@ -59,11 +59,15 @@ def _unseeded(req):
                           repetition_penalty=s["repetition_penalty"], structured_outputs=structured_outputs(req.parse, req.choices))
 
 
-def hf_one_at_a_time(model_dir: Path, tokenizer, pending, n: int) -> dict:
+def hf_one_at_a_time(model_dir: Path, tokenizer, pending, n: int, dtype: str = "auto") -> dict:
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16)
+    from curate.devices import torch_dtype
+
+    # the engine's dtype on this machine (auto): a bf16 baseline on a CPU without bf16
+    # instructions would be slowed by the conversion, not by running one prompt at a time
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype(dtype))
     model.eval()
     tokens, started = 0, time.perf_counter()
     for p in pending[:n]:
@@ -137,7 +141,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(model_dir)
-    result["transformers_one_at_a_time"] = hf_one_at_a_time(model_dir, tok, pending, args.hf_prompts)
+    result["transformers_one_at_a_time"] = hf_one_at_a_time(model_dir, tok, pending, args.hf_prompts, config.model.engine.dtype)
     result["vllm_vs_transformers_tokens_per_s"] = round(
         result["raw_vllm_seeded_packed"]["tokens_per_s"] / result["transformers_one_at_a_time"]["tokens_per_s"], 2)
     result["load_avg_at_end"] = os.getloadavg()
