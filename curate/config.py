@@ -21,6 +21,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curate.devices import Dtype
 from curate.synthesis_config import SynthesisConfig
 from trainers.config import TrainStageConfig
 
@@ -167,7 +168,7 @@ class EngineConfig(_Section):
     """vLLM engine settings. The defaults fit the CPU build; on a GPU raise gpu_memory_utilization
     (e.g. 0.9), set enforce_eager false, and tensor_parallel_size to the number of GPUs."""
 
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         "auto", description="weights and activations; auto: bf16 where the hardware computes it natively, else float32 on a CPU (curate/devices.py)"
     )
     gpu_memory_utilization: float = Field(

@@ -15,8 +15,10 @@ given.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal, get_args
 
-DTYPES = ("auto", "bfloat16", "float16", "float32")
+Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # the configs' `dtype` fields
+DTYPES = get_args(Dtype)
 
 
 def cpu_has_bf16(flags: set[str] | None = None) -> bool:

@@ -21,8 +21,9 @@ the official test split.
 
 clinc150 (CC BY 3.0): the source's own imbalanced training variant (25, 50, 75 or 100
 queries per intent, by domain), unaltered, for 24 intents: 6 from each of four domains
-with 25, 50, 75 and 100 queries per intent; eval from the official test split. The imbalance is the source's, so balancing and synthesis
-are measured on a known, controlled mix rather than one planted here.
+with 25, 50, 75 and 100 queries per intent; eval from the official test split. The
+imbalance is the source's, so balancing and synthesis are measured on a known,
+controlled mix rather than one planted here.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from curate.devices import Dtype
+
 
 class TrainConfigError(ValueError):
     """The training configuration is invalid; the message lists every problem with its key path."""
@@ -90,7 +92,7 @@ class TrainConfig(_Section):
     save_total_limit: int = Field(2, gt=0, description="checkpoints kept (the best one is always kept)")
     seed: int = Field(0, description="seeds data order, LoRA init, dropout and the validation split")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+    dtype: Dtype = Field(
         "auto", description="compute dtype of the base and the adapters; auto: bf16 where the hardware computes it natively, else float32 (curate/devices.py)"
     )
     cpu_threads: int | None = Field(

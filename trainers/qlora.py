@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.devices import resolve_dtype
+from curate.devices import resolve_dtype, torch_dtype
 from curate.io import atomic_folder
 from trainers.config import TrainConfig
 from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
@@ -95,8 +95,6 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
-    from curate.devices import torch_dtype
 
     dtype = torch_dtype(cfg.dtype, device=device)  # auto: float32 on a CPU without bf16 instructions
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
