@@ -26,16 +26,18 @@ def _prefect_home(tmp_path_factory):
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
-def curate_steps(config: str | Path, overrides: list[str] | None = None) -> Path:
-    """ingest -> clean -> dedupe -> balance -> snapshot: the flow's curation steps without Prefect."""
+def curate_steps(config: str | Path, overrides: list[str] | None = None, *, synthesize: bool = False) -> Path:
+    """ingest -> clean -> dedupe -> balance [-> synthesize] -> snapshot: the flow's curation steps without Prefect."""
     from curate import pipeline
 
     config, overrides = str(config), list(overrides or [])
     ingested = pipeline.step_ingest(config, overrides)
     cleaned = pipeline.step_clean(config, overrides, ingested)
     deduped = pipeline.step_dedupe(config, overrides, cleaned)
-    balanced = pipeline.step_balance(config, overrides, deduped)
-    return pipeline.step_snapshot(config, overrides, [ingested, cleaned, deduped, balanced])
+    stages = [ingested, cleaned, deduped, pipeline.step_balance(config, overrides, deduped)]
+    if synthesize:
+        stages.append(pipeline.step_synthesize(config, overrides, stages[-1]))
+    return pipeline.step_snapshot(config, overrides, stages)
 
 
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:

@@ -12,10 +12,9 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from curate import pipeline
 from curate.snapshot import read_manifest
 from filters.near_dup import dedupe_near
-from tests.conftest import ROOT
+from tests.conftest import ROOT, curate_steps
 
 CONFIG = str(ROOT / "configs" / "clinc150.yaml")
 PROVENANCE = ["template", "template_hash", "model", "seed", "sampling", "few_shot_ids", "intended_label", "check_label"]
@@ -26,17 +25,13 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("clinc150")
     ov = ["allow_outside_paths=true", f"output.snapshots={tmp / 'snapshots'}", f"output.runs={tmp / 'runs'}",
           f"output.cache={tmp / 'cache'}", "balance.floor=30", "balance.cap=90", "synthesis.enabled=true"]
-    ingested = pipeline.step_ingest(CONFIG, ov)
-    cleaned = pipeline.step_clean(CONFIG, ov, ingested)
-    deduped = pipeline.step_dedupe(CONFIG, ov, cleaned)
-    balanced = pipeline.step_balance(CONFIG, ov, deduped)
-    synthesized = pipeline.step_synthesize(CONFIG, ov, balanced)
-    snapshot = pipeline.step_snapshot(CONFIG, ov, [ingested, cleaned, deduped, balanced, synthesized])
+    snapshot = curate_steps(CONFIG, ov, synthesize=True)
+    manifest = read_manifest(snapshot)
     return {
-        "plan": pl.read_parquet(balanced / "plan.parquet"),
+        "plan": pl.DataFrame(manifest["balance_plan"]),  # the balance stage's plan, as the snapshot records it
         "train": pl.read_parquet(snapshot / "train.parquet"),
         "eval": pl.read_parquet(snapshot / "eval.parquet"),
-        "manifest": read_manifest(snapshot),
+        "manifest": manifest,
     }
 
 
