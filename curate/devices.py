@@ -14,6 +14,7 @@ given.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal, get_args
 
@@ -62,7 +63,7 @@ def resolve_dtype(name: str, *, device: str = "auto", flags: set[str] | None = N
     if name != "auto":
         return name
     if device == "auto":
-        device = "cuda" if _cuda_available() else "cpu"
+        device = "cuda" if cuda_available() else "cpu"
     if device == "cuda":
         import torch
 
@@ -77,7 +78,34 @@ def torch_dtype(name: str, *, device: str = "auto"):
     return getattr(torch, resolve_dtype(name, device=device))
 
 
-def _cuda_available() -> bool:
+# Up to this many usable CPUs, `cpu_threads_bind: auto` gives the engine all of them.
+SMALL_MACHINE_CPUS = 4
+
+
+def engine_cpu_env(setting: str, *, cpus: list[int] | None = None, environ: dict | None = None) -> dict[str, str]:
+    """Environment for vLLM's CPU engine: which cores its OpenMP threads are bound to.
+
+    vLLM's CPU build binds its worker's threads to all cores but one, which it keeps
+    for its scheduler. On a 2-core machine that is one core for the model: binding both
+    (`VLLM_CPU_OMP_THREADS_BIND=0,1`, no reserved core) generated 1.5x the tokens per
+    second on 2026-11-30's 2-core AVX2 machine (docs/benchmarks.md). So `auto` binds
+    every usable core on machines of up to SMALL_MACHINE_CPUS and leaves bigger ones to
+    vLLM; `vllm` always leaves it to vLLM; anything else is VLLM_CPU_OMP_THREADS_BIND's
+    own syntax ("0-7", "nobind"). Variables already set in the environment win.
+    """
+    environ = os.environ if environ is None else environ
+    if cpus is None:
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    if setting == "vllm" or (setting == "auto" and len(cpus) > SMALL_MACHINE_CPUS):
+        env = {}
+    elif setting == "auto":
+        env = {"VLLM_CPU_OMP_THREADS_BIND": ",".join(map(str, cpus)), "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    else:
+        env = {"VLLM_CPU_OMP_THREADS_BIND": setting}
+    return {k: v for k, v in env.items() if k not in environ}
+
+
+def cuda_available() -> bool:
     try:
         import torch
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from curate.config import Config, EngineConfig
-from curate.devices import resolve_dtype
+from curate.devices import cuda_available, engine_cpu_env, resolve_dtype
 from curate.model import resolve_model
 
 
@@ -26,10 +26,13 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
     such as chunked prefill on the CPU build apply everywhere.
     """
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
+    e = engine
+    if not cuda_available():
+        # The engine's processes inherit this: which cores its threads compute on.
+        os.environ.update(engine_cpu_env(e.cpu_threads_bind))
     from vllm import LLM
 
     _exit_with_engine_on_sigterm()
-    e = engine
     return LLM(
         model=str(Path(model_dir).resolve()),
         dtype=resolve_dtype(e.dtype),  # auto: float32 on a CPU without bf16 instructions (about 4x faster there)

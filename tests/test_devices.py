@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from curate.config import load_config
-from curate.devices import cpu_has_bf16, resolve_dtype
+from curate.devices import cpu_has_bf16, engine_cpu_env, resolve_dtype
 from trainers.config import TrainConfig
 
 
@@ -31,3 +31,21 @@ def test_engine_and_training_default_to_auto():
     assert TrainConfig().dtype == "auto"
     # this machine's answer is one of the two CPU choices
     assert resolve_dtype("auto", device="cpu") in {"bfloat16", "float32"}
+
+
+def test_small_machines_give_the_engine_every_core():
+    # vLLM keeps a core for its scheduler; on 2 cores `auto` binds both and reserves none
+    assert engine_cpu_env("auto", cpus=[0, 1], environ={}) == {"VLLM_CPU_OMP_THREADS_BIND": "0,1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    assert engine_cpu_env("auto", cpus=list(range(16)), environ={}) == {}  # bigger machines: vLLM's own binding
+    assert engine_cpu_env("vllm", cpus=[0, 1], environ={}) == {}
+    assert engine_cpu_env("0-7", cpus=[0, 1], environ={}) == {"VLLM_CPU_OMP_THREADS_BIND": "0-7"}
+    # what the user exported wins
+    assert engine_cpu_env("auto", cpus=[0, 1], environ={"VLLM_CPU_OMP_THREADS_BIND": "1"}) == {"VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+
+
+def test_threads_bind_setting_is_validated():
+    from curate.config import ConfigError
+
+    assert load_config("configs/banking77.yaml", ["model.engine.cpu_threads_bind=0-3|4-7"]).model.engine.cpu_threads_bind == "0-3|4-7"
+    with pytest.raises(ConfigError, match="cpu_threads_bind"):
+        load_config("configs/banking77.yaml", ["model.engine.cpu_threads_bind=all; rm -rf /"])

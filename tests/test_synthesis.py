@@ -423,3 +423,23 @@ def test_real_engine_templates_try(engine, viggo):
             assert r["label_check"] == ""
         else:
             assert r["label_check"] == "agrees" or r["label_check"].startswith(("disagrees", "unparseable", "truncated"))
+
+
+@pytest.mark.slow
+def test_real_engine_computes_on_every_core_of_a_small_machine(engine):
+    """vLLM keeps a core for its scheduler; `cpu_threads_bind: auto` gives a machine of <= 4 cores all to the model."""
+    import os
+
+    import psutil
+
+    from curate.devices import SMALL_MACHINE_CPUS
+
+    workers = [p for p in psutil.Process().children(recursive=True) if "VLLM::Worker" in " ".join(p.cmdline())]
+    assert workers, "no engine worker process"
+    cpus = sorted(os.sched_getaffinity(0))
+    bound = [sorted(psutil.Process(t.id).cpu_affinity()) for t in workers[0].threads()]
+    used = sorted({c for b in bound if len(b) == 1 for c in b})  # the OpenMP threads: one core each
+    if len(cpus) <= SMALL_MACHINE_CPUS:
+        assert used == cpus, (used, cpus)
+    else:  # bigger machines: vLLM's own binding, a core left to the scheduler
+        assert set(used) < set(cpus), (used, cpus)
