@@ -339,15 +339,17 @@ def render_generation_requests(
     return out
 
 
-def render_check_requests(tpl: PromptTemplate, texts: Sequence[str], shots: list[dict], *, config: Config, labels: list[str], seed: int) -> list[Request]:
+def render_check_requests(tpl: PromptTemplate, texts: Sequence[str], shots: Sequence[list[dict]], *, config: Config,
+                          labels: list[str], seed: int) -> list[Request]:
+    """One label-check request per text; `shots[i]` are the examples text i is shown (CheckShots)."""
     h = tpl.header
     choices = labels if h.parse.choices in (None, "labels") else list(h.parse.choices)
     greedy = h.sampling.temperature == 0
     sampling = {**h.sampling.model_dump(), "n": 1, "seed": None if greedy else derive_seed(seed, "label_check")}
     return [
-        Request(tpl.messages(text=t, labels=labels, examples=shots, instruction=config.task.instruction, task=config.name),
+        Request(tpl.messages(text=t, labels=labels, examples=ex, instruction=config.task.instruction, task=config.name),
                 sampling, h.parse, choices)
-        for t in texts
+        for t, ex in zip(texts, shots, strict=True)
     ]
 
 
@@ -359,6 +361,29 @@ def draw_check_shots(train: pl.DataFrame, k: int, seed: int) -> list[dict]:
     rng.shuffle(classes)
     shots = [rng.choice(by_class[c]) for c in classes[:k]]
     return shots
+
+
+class CheckShots:
+    """The real rows a label-check template shows each text, by its header's `shots`.
+
+    fixed: the same draw for every text (draw_check_shots), a shared prompt prefix.
+    nearest: the few_shot real rows most like each text (curate/nearest.py), minus the
+    rows it must not see (those it was written from, or itself when a real row is checked).
+    """
+
+    def __init__(self, tpl: PromptTemplate, train: pl.DataFrame, seed: int):
+        self.k = tpl.header.few_shot
+        self.fixed = draw_check_shots(train, self.k, seed) if tpl.header.shots == "fixed" else None
+        self.index = None
+        if self.fixed is None:
+            from curate.nearest import NearestRows
+
+            self.index = NearestRows(train.select("row_id", "input", "output", "label").to_dicts())
+
+    def for_texts(self, texts: Sequence[str], exclude: Sequence[Sequence[str]] | None = None) -> list[list[dict]]:
+        if self.fixed is not None:
+            return [self.fixed] * len(texts)
+        return self.index.nearest(texts, self.k, exclude=exclude)
 
 
 # ----------------------------------------------------------------------------------------
@@ -458,7 +483,7 @@ def synthesize(
 
     model = model_name(config)
     sampling_json = json.dumps(gen_tpl.header.sampling.model_dump(), sort_keys=True)
-    chk_shots = draw_check_shots(train, chk_tpl.header.few_shot, syn.seed) if chk_tpl is not None else []
+    chk_shots = CheckShots(chk_tpl, train, syn.seed) if chk_tpl is not None else None
     real = train.select(ROW_COLUMNS).with_columns(split=pl.lit("train"))
     ev = eval.select(ROW_COLUMNS).with_columns(split=pl.lit("eval")) if set(ROW_COLUMNS) <= set(eval.columns) else None
     strict = _strict_dedupe_config(config)
@@ -537,7 +562,9 @@ def synthesize(
 
         # label check: the model labels each row without its intended class
         if chk_tpl is not None and survivors:
-            reqs = render_check_requests(chk_tpl, [r["input"] for r in survivors], chk_shots, config=config, labels=labels, seed=syn.seed)
+            texts = [r["input"] for r in survivors]
+            shots = chk_shots.for_texts(texts, exclude=[r["few_shot_ids"] for r in survivors])
+            reqs = render_check_requests(chk_tpl, texts, shots, config=config, labels=labels, seed=syn.seed)
             t0 = time.perf_counter()
             verdicts = generator.generate(reqs)
             check_seconds += time.perf_counter() - t0

@@ -14,6 +14,7 @@ nothing and its `-` markers eat the whitespace around it):
     task: banking77                    # a config name (cfg.name) or a task kind (classification / generation)
     classes: all                       # or a list of class names this prompt serves
     few_shot: 6                        # real rows of the class drawn (seeded) into `examples`
+    shots: fixed                       # label_check only: fixed | nearest (see below)
     sampling: {temperature: 0.9, top_p: 0.95, max_tokens: 64, n: 1}
     parse: {kind: json, field: text, schema: {...}}     # json | regex | choice
     variables: [label, examples]       # what the body uses; checked against what the job provides
@@ -28,6 +29,12 @@ Variables each job provides (anything else is an error before the model starts):
                   instruction (task.instruction), task (config name)
     label_check:  text (the input to label), labels, examples (few-shot rows of any class),
                   instruction, task
+
+A label check's examples are, with `shots: fixed`, the same real rows for every text
+(one per class, up to few_shot; a shared prompt prefix), or with `shots: nearest` the
+few_shot real rows most like each text (curate/nearest.py), never the rows the text
+was written from, closest last. Nearest shots cost a prefill per text and let a small
+model tell many classes apart.
 
 An example row has the fields input, output, label and row_id; nothing else.
 
@@ -156,6 +163,9 @@ class TemplateHeader(BaseModel):
     description: str = ""
     classes: Literal["all"] | list[str] = "all"
     few_shot: int = Field(4, ge=0, le=256, description="real rows drawn into `examples` (label_check: one per class up to this many)")
+    shots: Literal["fixed", "nearest"] = Field(
+        "fixed", description="label_check: fixed rows for every text, or the few_shot real rows nearest each text"
+    )
     sampling: SamplingSpec = SamplingSpec()
     parse: ParseSpec
     variables: list[str] = Field(default_factory=list)
@@ -166,6 +176,12 @@ class TemplateHeader(BaseModel):
         if len(set(v)) != len(v):
             raise ValueError("variables lists a name twice")
         return v
+
+    @model_validator(mode="after")
+    def _shots_for_checks(self) -> "TemplateHeader":
+        if self.shots == "nearest" and self.job != "label_check":
+            raise ValueError("shots: nearest is for label_check templates (generation draws from the class)")
+        return self
 
     def serves(self, label: str) -> bool:
         return self.classes == "all" or label in self.classes

@@ -93,23 +93,25 @@ def _prepare(name: str, config: Optional[Path], templates_dir: Path):
 
 
 def _requests(tpl, cfg, train, n: int, seed: int):
-    """n requests: generation templates one per class (smallest classes first), label checks on real rows."""
+    """n (class, request, row ids the label check must not show) triples: generation templates
+    one per class (smallest classes first; their few-shot rows), label checks on real rows (the row itself)."""
     import random
 
     import polars as pl
 
-    from curate.synthesis import _rows_by_class, draw_check_shots, render_check_requests, render_generation_requests, smallest_classes_plan
+    from curate.synthesis import CheckShots, _rows_by_class, render_check_requests, render_generation_requests, smallest_classes_plan
 
     labels = cfg.label_set() or sorted(set(train["label"].to_list()))
     if tpl.header.job == "generate":
         plan = smallest_classes_plan(train.filter(pl.col("label").map_elements(tpl.header.serves, return_dtype=pl.Boolean)), n, 1)
         pending = render_generation_requests(tpl, dict.fromkeys(plan["label"].to_list(), 1), _rows_by_class(train),
                                              config=cfg, labels=labels, seed=seed, attempt=1)
-        return [(p.label, p.request) for p in pending]
-    shots = draw_check_shots(train, tpl.header.few_shot, seed)
-    rows = random.Random(seed).sample(train.select("input", "label").rows(), min(n, train.height))
-    reqs = render_check_requests(tpl, [r[0] for r in rows], shots, config=cfg, labels=labels, seed=seed)
-    return [(r[1], q) for r, q in zip(rows, reqs)]
+        return [(p.label, p.request, p.few_shot_ids) for p in pending]
+    rows = random.Random(seed).sample(train.select("input", "label", "row_id").rows(), min(n, train.height))
+    texts = [r[0] for r in rows]
+    shots = CheckShots(tpl, train, seed).for_texts(texts, exclude=[[r[2]] for r in rows])
+    reqs = render_check_requests(tpl, texts, shots, config=cfg, labels=labels, seed=seed)
+    return [(r[1], q, [r[2]]) for r, q in zip(rows, reqs)]
 
 
 def render_cmd(
@@ -132,7 +134,7 @@ def render_cmd(
 
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
     console.print(f"[bold]{tpl.name}[/] v{tpl.header.version} ({tpl.hash}) rows from {where}", highlight=False)
-    for i, (label, req) in enumerate(reqs, 1):
+    for i, (label, req, _) in enumerate(reqs, 1):
         text = (tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True) if tok
                 else "\n".join(f"[[{m['role']}]]\n{m['content']}" for m in req.messages))
         console.rule(f"prompt {i}/{len(reqs)}  class {label}  seed {req.sampling['seed']}")
@@ -142,14 +144,14 @@ def render_cmd(
 
 def try_template(tpl, cfg, train, llm, *, n: int = 5, seed: int = 0, templates_dir: str | Path = "templates") -> tuple[list[dict], object]:
     """Run n prompts of a template: per prompt the class, raw output, parsed value (or reason) and label-check verdict."""
-    from curate.synthesis import VLLMGenerator, draw_check_shots, parse_output, render_check_requests, resolve_templates, synthesis_settings
+    from curate.synthesis import CheckShots, VLLMGenerator, parse_output, render_check_requests, resolve_templates, synthesis_settings
 
     reqs = _requests(tpl, cfg, train, n, seed)
     syn = synthesis_settings(cfg)
     gen = VLLMGenerator(llm, batch_size=syn.batch_size)
-    outs = gen.generate([r for _, r in reqs])
+    outs = gen.generate([r for _, r, _ in reqs])
     labels = cfg.label_set() or sorted(set(train["label"].to_list()))
-    parsed = [parse_output(o[0], r.parse, choices=r.choices) for (_, r), o in zip(reqs, outs)]
+    parsed = [parse_output(o[0], r.parse, choices=r.choices) for (_, r, _), o in zip(reqs, outs)]
     verdicts = ["" for _ in reqs]
     if tpl.header.job == "generate":
         chk = None
@@ -159,16 +161,17 @@ def try_template(tpl, cfg, train, llm, *, n: int = 5, seed: int = 0, templates_d
             err.print(f"no label check: {exc}", highlight=False)
         ok = [i for i, p in enumerate(parsed) if p[0] is not None]
         if chk is not None and ok:
-            shots = draw_check_shots(train, chk.header.few_shot, seed)
-            creqs = render_check_requests(chk, [parsed[i][0] for i in ok], shots, config=cfg, labels=labels, seed=seed)
+            texts = [parsed[i][0] for i in ok]
+            shots = CheckShots(chk, train, seed).for_texts(texts, exclude=[reqs[i][2] for i in ok])
+            creqs = render_check_requests(chk, texts, shots, config=cfg, labels=labels, seed=seed)
             for i, req, o in zip(ok, creqs, gen.generate(creqs)):
                 said, reason, _ = parse_output(o[0], req.parse, choices=req.choices)
                 verdicts[i] = reason if said is None else ("agrees" if said == reqs[i][0] else f"disagrees: {said}")
     else:  # a label-check template tried on real rows: the verdict is against their real label
-        verdicts = [("agrees" if p[0] == lbl else f"disagrees: {p[0]}") if p[0] is not None else "" for (lbl, _), p in zip(reqs, parsed)]
+        verdicts = [("agrees" if p[0] == lbl else f"disagrees: {p[0]}") if p[0] is not None else "" for (lbl, _, _), p in zip(reqs, parsed)]
     results = [
         {"class": label, "raw": o[0].text, "finish_reason": o[0].finish_reason, "parsed": value, "reason": reason, "detail": detail, "label_check": verdict}
-        for (label, _), o, (value, reason, detail), verdict in zip(reqs, outs, parsed, verdicts)
+        for (label, _, _), o, (value, reason, detail), verdict in zip(reqs, outs, parsed, verdicts)
     ]
     return results, gen
 

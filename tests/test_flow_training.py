@@ -13,10 +13,11 @@ import pytest
 pytestmark = pytest.mark.slow
 
 # A few real QLoRA steps on a few rows, checkpoints every 2 steps, a small eval sample.
-# One packed row of 256 tokens per step on both cores: on a 2-core AVX2 machine the 6 steps
+# One packed row of 256 tokens per step on both cores: on a 2-core AVX2 machine 6 steps
 # and their validations took 152 s with other work on the cores (4 rows a step on one
-# thread: 217 s on a quiet one).
-TINY_TRAIN = ["train.enabled=true", "train.max_steps=6", "train.eval_steps=2", "train.max_train_examples=48",
+# thread: 217 s on a quiet one). 4 steps: checkpoint-2, the kill, 2 more after the resume.
+TINY_STEPS = 4
+TINY_TRAIN = ["train.enabled=true", f"train.max_steps={TINY_STEPS}", "train.eval_steps=2", "train.max_train_examples=48",
               "train.batch_size=1", "train.cpu_threads=2",
               "train.val_size=8", "train.early_stopping_patience=0", "train.eval_max_rows=16", "train.eval_baseline=false",
               "train.learning_rate=1e-3", "train.lora_dropout=0.0"]
@@ -65,7 +66,7 @@ def test_killed_training_resumes_from_its_checkpoint_and_reruns_hit_the_cache(tm
     assert [s["cache"] for s in record["stages"]] == ["hit"] * 5 and record["snapshot_id"] == snapshot_before[0]
     adapter = Path(record["adapter"])
     meta = json.loads((adapter / "train_meta.json").read_text())
-    assert meta["global_step"] == 6 and meta["resumed_from"] and meta["snapshot_id"] == snapshot_before[0]
+    assert meta["global_step"] == TINY_STEPS and meta["resumed_from"] and meta["snapshot_id"] == snapshot_before[0]
     report = json.loads((Path(record["evaluation"]) / "report.json").read_text())
     tuned, guided = report["systems"]["tuned"], report["systems"]["tuned, guided choice"]
     assert tuned["n"] == guided["n"] == 16

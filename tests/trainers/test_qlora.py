@@ -17,11 +17,11 @@ from trainers.evaluate import evaluate
 from trainers.predict import predict
 from trainers.qlora import latest_checkpoint, read_meta, setup, train
 
-# Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU thread
-# because the test machine is shared (oversubscribed OpenMP threads were 4x slower).
+# Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; torch's
+# threads on every core (the suite runs one test at a time).
 TINY = TrainConfig(
     max_steps=6, eval_steps=2, batch_size=4, val_size=4, max_seq_len=128, learning_rate=1e-3,
-    logging_steps=1, early_stopping_patience=0, cpu_threads=1, lora_dropout=0.0,
+    logging_steps=1, early_stopping_patience=0, lora_dropout=0.0,
 )
 
 
