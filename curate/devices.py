@@ -87,7 +87,7 @@ def engine_cpu_env(setting: str, *, cpus: list[int] | None = None, environ: dict
 
     vLLM's CPU build binds its worker's threads to all cores but one, which it keeps
     for its scheduler. On a 2-core machine that is one core for the model: binding both
-    (`VLLM_CPU_OMP_THREADS_BIND=0,1`, no reserved core) generated 1.5x the tokens per
+    (`VLLM_CPU_OMP_THREADS_BIND=0,1`, no reserved core) generated 1.76x the tokens per
     second on 2026-11-30's 2-core AVX2 machine (docs/benchmarks.md). So `auto` binds
     every usable core on machines of up to SMALL_MACHINE_CPUS and leaves bigger ones to
     vLLM; `vllm` always leaves it to vLLM; anything else is VLLM_CPU_OMP_THREADS_BIND's

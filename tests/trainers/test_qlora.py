@@ -17,11 +17,12 @@ from trainers.evaluate import evaluate
 from trainers.predict import predict
 from trainers.qlora import latest_checkpoint, read_meta, setup, train
 
-# Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; torch's
-# threads on every core (the suite runs one test at a time).
+# Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU
+# thread: with torch's default 2 on a quiet 2-core machine the module took twice as long
+# (the fixture's 13 steps 356 s, predict + evaluate 71 s against 35 s).
 TINY = TrainConfig(
     max_steps=6, eval_steps=2, batch_size=4, val_size=4, max_seq_len=128, learning_rate=1e-3,
-    logging_steps=1, early_stopping_patience=0, lora_dropout=0.0,
+    logging_steps=1, early_stopping_patience=0, cpu_threads=1, lora_dropout=0.0,
 )
 
 
