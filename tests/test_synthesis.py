@@ -327,6 +327,27 @@ def test_generation_refuses_to_start_with_a_bad_template(setup, body, code):
     assert model.calls == 0
 
 
+def test_nearest_check_shots_never_show_the_rows_a_text_was_written_from(setup):
+    from curate.nearest import NearestRows
+
+    config, syn, train, ev, plan, tdir = setup
+    (tdir / "t_check.jinja").write_text(CHECK.replace("few_shot: 3\n", "few_shot: 3\nshots: nearest\n"))
+    model = StandIn(SCRIPTS)
+    rows, rejects, _ = synthesize(plan, train, ev, config, generator=model, synthesis=syn)
+    text_of = dict(zip(train["row_id"], train["input"]))
+    checked = pl.concat([rows.select("input", "few_shot_ids"), rejects.filter(pl.col("stage").is_in(["label_check", "budget"])).select("input", "few_shot_ids")])
+    made_from = {t: {text_of[i] for i in ids} for t, ids in checked.iter_rows()}
+    checks = [r.messages[0]["content"] for r in model.requests if r.parse.kind == "choice"]
+    assert len(checks) == checked.height > 0
+    for prompt in checks:
+        text = prompt.rsplit("Message: ", 1)[1].rsplit("\nLabel:", 1)[0]
+        shown = re.findall(r"Message: (.*)\nLabel: ", prompt)
+        assert len(shown) == 3 and not set(shown) & made_from[text], (text, shown)
+    # without the exclusion, some text would have been shown a row it was written from
+    plain = NearestRows(train.select("row_id", "input", "label").to_dicts()).nearest(list(made_from), 3)
+    assert any({r["input"] for r in shots} & made_from[t] for t, shots in zip(made_from, plain))
+
+
 def test_frames_checked_before_the_model_starts(setup):
     config, syn, train, ev, plan, tdir = setup
     model = StandIn({})
