@@ -38,25 +38,22 @@ class NearestRows:
 
     def __init__(self, rows: Sequence[dict], *, field: str = "input"):
         self.rows = list(rows)
-        self.field = field
         self.position = {r["row_id"]: i for i, r in enumerate(self.rows)}
         self.vocab: dict[str, int] = {}
-        indptr, indices = [0], []
-        for r in self.rows:
-            indices += [self.vocab.setdefault(f, len(self.vocab)) for f in sorted(features(r[field]))]
-            indptr.append(len(indices))
-        counts = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(self.rows), len(self.vocab)))
-        df = np.bincount(np.asarray(indices, dtype=np.int64), minlength=len(self.vocab))
+        terms = [[self.vocab.setdefault(f, len(self.vocab)) for f in sorted(features(r[field]))] for r in self.rows]
+        df = np.bincount(np.fromiter((t for ts in terms for t in ts), dtype=np.int64), minlength=len(self.vocab))
         self.idf = (np.log((1 + len(self.rows)) / (1 + df)) + 1).astype(np.float32)
-        self.matrix = _normalize(counts @ sp.diags(self.idf))
+        self.matrix = self._unit_tfidf(terms)
 
     def vectors(self, texts: Sequence[str]) -> sp.csr_matrix:
         """Unit TF-IDF vectors of texts over the index's vocabulary (unknown terms carry nothing)."""
-        indptr, indices = [0], []
-        for t in texts:
-            indices += sorted(self.vocab[f] for f in features(t) if f in self.vocab)
-            indptr.append(len(indices))
-        counts = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(texts), len(self.vocab)))
+        return self._unit_tfidf([sorted(self.vocab[f] for f in features(t) if f in self.vocab) for t in texts])
+
+    def _unit_tfidf(self, terms: list[list[int]]) -> sp.csr_matrix:
+        """Rows of binary term counts (vocabulary ids per text) weighted by idf, scaled to unit length."""
+        indptr = np.cumsum([0, *map(len, terms)])
+        indices = [t for ts in terms for t in ts]
+        counts = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(terms), len(self.vocab)))
         return _normalize(counts @ sp.diags(self.idf))
 
     def nearest(self, texts: Sequence[str], k: int, *, exclude: Sequence[set[str] | Sequence[str]] | None = None,
