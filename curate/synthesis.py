@@ -386,6 +386,25 @@ class CheckShots:
         return self.index.nearest(texts, self.k, exclude=exclude)
 
 
+class LabelCheck:
+    """The label check, as the stage, `curate templates try` and `render` run it: each text
+    with its shots (CheckShots), rendered by the check template, and the model's label parsed."""
+
+    def __init__(self, tpl: PromptTemplate, train: pl.DataFrame, *, config: Config, labels: list[str], seed: int):
+        self.tpl, self.config, self.labels, self.seed = tpl, config, labels, seed
+        self.shots = CheckShots(tpl, train, seed)
+
+    def requests(self, texts: Sequence[str], exclude: Sequence[Sequence[str]] | None = None) -> list[Request]:
+        """One request per text; `exclude[i]` are row ids text i must not be shown."""
+        shots = self.shots.for_texts(texts, exclude=exclude)
+        return render_check_requests(self.tpl, texts, shots, config=self.config, labels=self.labels, seed=self.seed)
+
+    @staticmethod
+    def verdicts(requests: Sequence[Request], outputs: Sequence[list[Generation]]) -> list[tuple[str | None, str | None, str | None]]:
+        """(label, reason, detail) per request: the label the model said, or why none parsed."""
+        return [parse_output(o[0], r.parse, choices=r.choices) for r, o in zip(requests, outputs, strict=True)]
+
+
 # ----------------------------------------------------------------------------------------
 # The stage
 # ----------------------------------------------------------------------------------------
@@ -483,7 +502,7 @@ def synthesize(
 
     model = model_name(config)
     sampling_json = json.dumps(gen_tpl.header.sampling.model_dump(), sort_keys=True)
-    chk_shots = CheckShots(chk_tpl, train, syn.seed) if chk_tpl is not None else None
+    check = LabelCheck(chk_tpl, train, config=config, labels=labels, seed=syn.seed) if chk_tpl is not None else None
     real = train.select(ROW_COLUMNS).with_columns(split=pl.lit("train"))
     ev = eval.select(ROW_COLUMNS).with_columns(split=pl.lit("eval")) if set(ROW_COLUMNS) <= set(eval.columns) else None
     strict = _strict_dedupe_config(config)
@@ -562,15 +581,12 @@ def synthesize(
 
         # label check: the model labels each row without its intended class
         if chk_tpl is not None and survivors:
-            texts = [r["input"] for r in survivors]
-            shots = chk_shots.for_texts(texts, exclude=[r["few_shot_ids"] for r in survivors])
-            reqs = render_check_requests(chk_tpl, texts, shots, config=config, labels=labels, seed=syn.seed)
+            reqs = check.requests([r["input"] for r in survivors], exclude=[r["few_shot_ids"] for r in survivors])
             t0 = time.perf_counter()
-            verdicts = generator.generate(reqs)
+            outs = generator.generate(reqs)
             check_seconds += time.perf_counter() - t0
             nxt = []
-            for r, req, gens in zip(survivors, reqs, verdicts):
-                said, reason, detail = parse_output(gens[0], req.parse, choices=req.choices)
+            for r, gens, (said, reason, detail) in zip(survivors, outs, check.verdicts(reqs, outs), strict=True):
                 r["check_label"] = said if said is not None else gens[0].text
                 checked[r["label"]] += 1
                 if reason is not None:

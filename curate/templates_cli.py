@@ -99,7 +99,7 @@ def _requests(tpl, cfg, train, n: int, seed: int):
 
     import polars as pl
 
-    from curate.synthesis import CheckShots, _rows_by_class, render_check_requests, render_generation_requests, smallest_classes_plan
+    from curate.synthesis import LabelCheck, _rows_by_class, render_generation_requests, smallest_classes_plan
 
     labels = cfg.label_set() or sorted(set(train["label"].to_list()))
     if tpl.header.job == "generate":
@@ -108,9 +108,7 @@ def _requests(tpl, cfg, train, n: int, seed: int):
                                              config=cfg, labels=labels, seed=seed, attempt=1)
         return [(p.label, p.request, p.few_shot_ids) for p in pending]
     rows = random.Random(seed).sample(train.select("input", "label", "row_id").rows(), min(n, train.height))
-    texts = [r[0] for r in rows]
-    shots = CheckShots(tpl, train, seed).for_texts(texts, exclude=[[r[2]] for r in rows])
-    reqs = render_check_requests(tpl, texts, shots, config=cfg, labels=labels, seed=seed)
+    reqs = LabelCheck(tpl, train, config=cfg, labels=labels, seed=seed).requests([r[0] for r in rows], exclude=[[r[2]] for r in rows])
     return [(r[1], q, [r[2]]) for r, q in zip(rows, reqs)]
 
 
@@ -144,7 +142,7 @@ def render_cmd(
 
 def try_template(tpl, cfg, train, llm, *, n: int = 5, seed: int = 0, templates_dir: str | Path = "templates") -> tuple[list[dict], object]:
     """Run n prompts of a template: per prompt the class, raw output, parsed value (or reason) and label-check verdict."""
-    from curate.synthesis import CheckShots, VLLMGenerator, parse_output, render_check_requests, resolve_templates, synthesis_settings
+    from curate.synthesis import LabelCheck, VLLMGenerator, parse_output, resolve_templates, synthesis_settings
 
     reqs = _requests(tpl, cfg, train, n, seed)
     syn = synthesis_settings(cfg)
@@ -161,11 +159,9 @@ def try_template(tpl, cfg, train, llm, *, n: int = 5, seed: int = 0, templates_d
             err.print(f"no label check: {exc}", highlight=False)
         ok = [i for i, p in enumerate(parsed) if p[0] is not None]
         if chk is not None and ok:
-            texts = [parsed[i][0] for i in ok]
-            shots = CheckShots(chk, train, seed).for_texts(texts, exclude=[reqs[i][2] for i in ok])
-            creqs = render_check_requests(chk, texts, shots, config=cfg, labels=labels, seed=seed)
-            for i, req, o in zip(ok, creqs, gen.generate(creqs)):
-                said, reason, _ = parse_output(o[0], req.parse, choices=req.choices)
+            check = LabelCheck(chk, train, config=cfg, labels=labels, seed=seed)
+            creqs = check.requests([parsed[i][0] for i in ok], exclude=[reqs[i][2] for i in ok])
+            for i, (said, reason, _) in zip(ok, check.verdicts(creqs, gen.generate(creqs))):
                 verdicts[i] = reason if said is None else ("agrees" if said == reqs[i][0] else f"disagrees: {said}")
     else:  # a label-check template tried on real rows: the verdict is against their real label
         verdicts = [("agrees" if p[0] == lbl else f"disagrees: {p[0]}") if p[0] is not None else "" for (lbl, _, _), p in zip(reqs, parsed)]
