@@ -97,6 +97,9 @@ class IngestConfig(_Section):
     max_field_bytes: int = Field(
         16_384, gt=0, description="records with a larger input or output are quarantined as too_large"
     )
+    max_file_bytes: int = Field(
+        4 * 1024**3, gt=0, description="a JSONL or CSV file larger than this (after decompression) is an error naming it"
+    )
 
 
 class NormalizeConfig(_Section):

@@ -12,14 +12,23 @@ be used: reasons are stable snake_case strings (they become metrics):
     no_class
 
 A whole-file problem (file missing, the configured column absent from a CSV header or
-a Parquet schema) is a configuration error and stops the run with the file named.
+a Parquet schema or named twice in a CSV header, a file that is not Parquet, one larger
+than `ingest.max_file_bytes`) is a configuration error and stops the run with the file
+named.
+
+JSONL and CSV files may be gzip, bzip2 or xz compressed (told by their first bytes, so
+`messages.jsonl.gz` and a compressed `messages.jsonl` both read), and UTF-16 or UTF-32
+with a byte-order mark (what spreadsheet programs export as "Unicode text").
 """
 
 from __future__ import annotations
 
+import bz2
 import csv
+import gzip
 import io
 import json
+import lzma
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +73,48 @@ class _Missing:
 _MISSING = _Missing()
 
 
+# Compressed files, told by their first bytes (the name may or may not say .gz).
+_COMPRESSED = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open), (b"\xfd7zXZ\x00", "xz", lzma.open))
+_ZSTD = b"\x28\xb5\x2f\xfd"
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
+# Byte-order marks of the wide Unicode encodings (UTF-32 first: its LE mark starts with UTF-16's).
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+
+
+def read_input_bytes(path: Path, max_bytes: int) -> bytes:
+    """A text source's bytes, decompressed and in UTF-8 where they were UTF-16/32 with a BOM.
+
+    A file (after decompression) larger than max_bytes, one that does not decompress,
+    or one in a wide encoding that does not decode is an IngestError naming it.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(6)
+    if head.startswith(_ZSTD):
+        raise IngestError(f"{path}: the file is zstd-compressed; decompress it, or compress it with gzip, bzip2 or xz")
+    kind = next(((name, opener) for magic, name, opener in _COMPRESSED if head.startswith(magic)), None)
+    if kind is None:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise IngestError(f"{path}: {size:,} bytes, more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
+        data = path.read_bytes()
+    else:
+        name, opener = kind
+        try:
+            with opener(path, "rb") as fh:
+                data = fh.read(max_bytes + 1)  # never more than the bound, whatever the file expands to
+        except (OSError, EOFError, lzma.LZMAError) as exc:
+            raise IngestError(f"{path}: {name}-compressed, but it does not decompress: {exc}") from exc
+        if len(data) > max_bytes:
+            raise IngestError(f"{path}: decompresses to more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
+    wide = next((enc for bom, enc in _WIDE_BOMS if data.startswith(bom)), None)
+    if wide is not None:
+        try:
+            data = data.decode(wide).encode("utf-8")  # the codec reads the BOM for the byte order and drops it
+        except (UnicodeDecodeError, UnicodeEncodeError) as exc:
+            raise IngestError(f"{path}: starts with a {wide.upper()} byte-order mark but is not valid {wide.upper()}: {exc.reason}") from exc
+    return data
+
+
 def _decode(data: bytes) -> tuple[str, bool]:
     """Decode UTF-8, keeping undecodable bytes as surrogates so they can be located per line."""
     try:
@@ -95,8 +146,8 @@ def _printable(raw: str) -> str:
 TICK = 50_000
 
 
-def read_jsonl(path: Path, input_field: str, output_field: str, tick=None) -> _Records:
-    text, clean = _decode(path.read_bytes())
+def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
+    text, clean = _decode(read_input_bytes(path, max_bytes))
     rec = _Records([], [], [])
     if "\r" in text:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
         text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -124,7 +175,7 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None) -> _R
     return rec
 
 
-def read_csv(path: Path, input_field: str, output_field: str, tick=None) -> _Records:
+def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
     """RFC 4180 CSV; the line of each record is the line it starts on.
 
     A record that spans several lines and has the wrong number of fields is an
@@ -132,7 +183,7 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None) -> _Rec
     parsing restarts on the next line, so one stray quote cannot swallow the rows
     after it.
     """
-    text, clean = _decode(path.read_bytes())
+    text, clean = _decode(read_input_bytes(path, max_bytes))
     rec = _Records([], [], [])
     # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
     # U+2028 and form feeds inside a field stay text, as in an editor's line count.
@@ -151,6 +202,9 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None) -> _Rec
     missing = [f for f in (input_field, output_field) if f not in header]
     if missing:
         raise IngestError(f"{path}: column(s) {missing} not in the CSV header {header}")
+    twice = [f for f in dict.fromkeys((input_field, output_field)) if header.count(f) > 1]
+    if twice:
+        raise IngestError(f"{path}: column(s) {twice} appear more than once in the CSV header {header}; which one to read is ambiguous")
     i_in, i_out, width = header.index(input_field), header.index(output_field), len(header)
     pos = 1  # index in `lines` where the current reader started
     reported = 0
@@ -212,13 +266,20 @@ def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_f
 
 
 def read_parquet(path: Path, input_field: str, output_field: str) -> _Records:
-    return _records_from_frame(pl.read_parquet(path), path, input_field, output_field)
+    try:
+        df = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise IngestError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
+    return _records_from_frame(df, path, input_field, output_field)
 
 
 def read_hf(path: Path, input_field: str, output_field: str, split: str | None) -> _Records:
     import datasets
 
-    ds = datasets.load_from_disk(str(path))
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        raise IngestError(f"{path}: not a dataset folder written by datasets' save_to_disk: {str(exc).splitlines()[0]}") from exc
     if isinstance(ds, datasets.DatasetDict):
         if split is None or split not in ds:
             raise IngestError(f"{path}: a DatasetDict with splits {list(ds)}; set hf_split to one of them")
@@ -238,21 +299,24 @@ def source_format(source: SourceConfig, path: Path) -> str:
     if path.is_dir():
         return "hf"
     suffix = path.suffix.lower()
+    if suffix in COMPRESSED_SUFFIXES:  # messages.jsonl.gz is JSONL
+        suffix = Path(path.stem).suffix.lower()
     formats = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
     if suffix not in formats:
         raise IngestError(f"{source.path}: cannot tell the format from {suffix!r}; set format: jsonl|csv|parquet|hf")
     return formats[suffix]
 
 
-def read_source(source: SourceConfig, input_field: str, output_field: str, root: Path | None = None, tick=None) -> _Records:
+def read_source(source: SourceConfig, input_field: str, output_field: str, root: Path | None = None, tick=None,
+                *, max_bytes: int = 2**62) -> _Records:
     path = resolve_path(source.path, root)
     if not path.exists():
         raise IngestError(f"{source.path}: no such file or folder")
     fmt = source_format(source, path)
     if fmt == "jsonl":
-        return read_jsonl(path, input_field, output_field, tick)
+        return read_jsonl(path, input_field, output_field, tick, max_bytes=max_bytes)
     if fmt == "csv":
-        return read_csv(path, input_field, output_field, tick)
+        return read_csv(path, input_field, output_field, tick, max_bytes=max_bytes)
     if fmt == "parquet":
         return read_parquet(path, input_field, output_field)
     return read_hf(path, input_field, output_field, source.hf_split)
@@ -343,7 +407,7 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
     sources = [("train", s) for s in config.data.train] + [("eval", s) for s in config.data.eval]
     for split, source in sources:
         tick = None if progress is None else (lambda advance, total, p=source.path: progress(p, advance, total))
-        rec = read_source(source, task.input_field, task.output_field, root, tick)
+        rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes)
         rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
         frames.append(rows)
         quarantines.append(quarantine)

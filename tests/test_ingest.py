@@ -134,3 +134,25 @@ def test_control_characters_are_removed_by_normalization():
 
     out = normalize_text(pl.DataFrame({"input": ["nul\x00 byte\x07 here"], "output": ["a"]}))
     assert out["input"][0] == "nul byte here"
+
+
+def test_compressed_and_oversized_files(tmp_path):
+    import gzip
+
+    rows = b'{"text": "a compressed row", "label": "a"}\n{"text": "another compressed row", "label": "b"}\n'
+    packed = tmp_path / "rows.jsonl.gz"
+    packed.write_bytes(gzip.compress(rows))
+    got, quarantine, _ = _ingest(tmp_path, [str(packed)])
+    assert got["input"].to_list() == ["a compressed row", "another compressed row"] and quarantine.height == 0
+    # a file beyond ingest.max_file_bytes is an error naming it, compressed or not
+    with pytest.raises(IngestError, match=r"rows.jsonl.gz: decompresses to more than ingest.max_file_bytes \(64\)"):
+        _ingest(tmp_path, [str(packed)], ingest={"max_file_bytes": 64})
+    plain = tmp_path / "rows.jsonl"
+    plain.write_bytes(rows)
+    with pytest.raises(IngestError, match=r"rows.jsonl: 92 bytes, more than ingest.max_file_bytes \(64\)"):
+        _ingest(tmp_path, [str(plain)], ingest={"max_file_bytes": 64})
+    # a gzip bomb is read only up to the bound, never expanded in full
+    bomb = tmp_path / "bomb.jsonl.gz"
+    bomb.write_bytes(gzip.compress(b"\n" * 200_000_000))  # 200 MB of newlines in ~200 KB
+    with pytest.raises(IngestError, match="decompresses to more than"):
+        _ingest(tmp_path, [str(bomb)], ingest={"max_file_bytes": 1_000_000})
