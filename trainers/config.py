@@ -16,6 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from curate.safe_yaml import load_yaml
 from curate.devices import Dtype
 
 
@@ -147,7 +148,10 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     """Read a training YAML (or start from defaults), apply `key=value` overrides, validate."""
     raw: dict = {}
     if path is not None:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        try:
+            raw = load_yaml(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise TrainConfigError(f"{path}: cannot read the training configuration: {exc}") from exc
         if not isinstance(raw, dict):
             raise TrainConfigError(f"{path}: the training configuration must be a mapping")
     for item in overrides or []:
