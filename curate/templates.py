@@ -48,7 +48,9 @@ per-request part last: that order is what lets vLLM's prefix cache reuse the KV 
 Rendering uses jinja2's ImmutableSandboxedEnvironment with StrictUndefined: a missing
 variable raises instead of rendering as "", and Python internals (`''.__class__`,
 `cycler.__init__.__globals__`) raise SecurityError. `lint_template` also finds those
-statically, in the AST, so a bad template is reported before anything runs.
+statically, in the AST, so a bad template is reported before anything runs. Renders are
+bounded in output size, time and the sizes operators and calls may build
+(curate/sandbox.py): a template cannot exhaust memory or hang a run either.
 """
 
 from __future__ import annotations
@@ -70,9 +72,11 @@ from jinja2.sandbox import (
     UNSAFE_FUNCTION_ATTRIBUTES,
     UNSAFE_GENERATOR_ATTRIBUTES,
     UNSAFE_METHOD_ATTRIBUTES,
-    ImmutableSandboxedEnvironment,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curate.safe_yaml import load_yaml
+from curate.sandbox import BoundedSandbox, bounded_render
 
 HEADER_RE = re.compile(r"\A\{#---[ \t]*\n(?P<yaml>.*?)\n[ \t]*---#\}", re.S)
 SUFFIX = ".jinja"
@@ -216,9 +220,9 @@ class PromptTemplate:
         return to_messages(render(self, context), file=str(self.path))
 
 
-def make_env() -> ImmutableSandboxedEnvironment:
-    """The sandbox every template renders in: strict undefined, no mutation, no internals."""
-    env = ImmutableSandboxedEnvironment(
+def make_env() -> BoundedSandbox:
+    """The sandbox every template renders in: strict undefined, no mutation, no internals, bounded (curate/sandbox.py)."""
+    env = BoundedSandbox(
         undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False
     )
     for name in DROPPED_GLOBALS:
@@ -238,7 +242,7 @@ def _split_header(source: str, file: str) -> tuple[dict | None, int, list[Proble
         return None, 1, [Problem(file, 1, "header", "no header: the file must start with '{#---' ... '---#}' (YAML)")]
     body_line = source[: m.end()].count("\n") + 2
     try:
-        raw = yaml.safe_load(m.group("yaml"))
+        raw = load_yaml(m.group("yaml"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 2 if mark else 1  # +1 for 1-based, +1 for the '{#---' line
@@ -398,7 +402,7 @@ def render(tpl: PromptTemplate, context: dict[str, Any]) -> str:
     """Render in the sandbox; any failure becomes a TemplateProblemError naming file and line."""
     file = str(tpl.path)
     try:
-        text = tpl.compiled.render(**context)
+        text = bounded_render(tpl.compiled, context)
     except SecurityError as exc:
         raise TemplateProblemError([Problem(file, _render_line(exc, file), "sandbox", f"sandbox violation at render time: {exc}")]) from None
     except UndefinedError as exc:

@@ -200,3 +200,56 @@ def test_role_lines_split_the_prompt_into_chat_turns(tmp_path):
     assert load_template(write(tmp_path, "plain", GOOD_BODY)).messages(label="x", examples=[]) == [{"role": "user", "content": "Intent x:\nWrite one."}]
     bad = write(tmp_path, "ends", "[[user]]\n{{ label }}{{ examples }}\n[[assistant]]\nok")
     assert "messages" in codes(lint_template(bad))
+
+
+def test_bounded_renders_leave_ordinary_templates_alone(tmp_path):
+    body = "{{ '-' * 20 }}|{{ labels|join(', ') }}|{{ '%5s'|format(label) }}|{{ '{:>5}'.format(label) }}|{{ label.replace('a', 'o') }}"
+    tpl = load_template(write(tmp_path, "ordinary", body, variables="[label, labels]"))
+    assert tpl.render(label="ab", labels=["x", "y"]) == "-" * 20 + "|x, y|   ab|   ab|ob"
+
+
+@pytest.mark.parametrize("body,fragment", [
+    ("{{ label * 10000000000 }}", "'*' would make"),
+    ("{{ label|center(10000000000) }}", "an argument of 10000000000"),
+    ("{{ '%10000000000s' % label }}", "a width or precision"),
+    ("{{ range(100000)|map('string')|join(label * 100000) }}", "join would make"),
+    ("{% macro grow(s, n) %}{{ grow(s ~ s, n - 1) if n else s }}{% endmacro %}{{ grow(label, 40) }}", "an argument of 1,048,576 items"),
+    ("{% for i in range(100000) %}{% for j in range(100000) %}{{ label }}{% endfor %}{% endfor %}", "output passed"),
+])
+def test_a_template_cannot_exhaust_memory(tmp_path, body, fragment):
+    tpl = load_template(write(tmp_path, "bomb", body, variables="[label]"))
+    with pytest.raises(TemplateProblemError) as exc:
+        tpl.render(label="a")
+    assert exc.value.problems[0].code == "sandbox" and fragment in exc.value.problems[0].message
+
+
+def test_a_template_cannot_run_forever_in_any_thread(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr("curate.sandbox.MAX_RENDER_SECONDS", 0.5)
+    # An empty inner body touches no hook of the sandbox: the watchdog ends it ...
+    spin = load_template(write(tmp_path, "spin", "{{ label }}{% set r = range(100000)|list %}{% for i in r %}{% for j in r %}{% endfor %}{% endfor %}",
+                               variables="[label]"))
+    started = time.monotonic()
+    with pytest.raises(TemplateProblemError, match="rendered for more than 0.5 s"):
+        spin.render(label="a")
+    assert time.monotonic() - started < 5
+    # ... in a worker thread too, and nothing lands after a render has finished.
+    calls = load_template(write(tmp_path, "calls", "{{ label }}{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+                                variables="[label]"))
+    errors: list[Exception] = []
+    worker = threading.Thread(target=lambda: errors.append(pytest.raises(TemplateProblemError, calls.render, label="a").value))
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive() and "rendered for more than 0.5 s" in str(errors[0])
+    quick = load_template(write(tmp_path, "quick", "{{ label }}", variables="[label]"))
+    for _ in range(2000):
+        assert quick.render(label="a") == "a"
+    time.sleep(1.0)  # the watchdog has ticked many times since: no stray timeout arrives
+
+
+def test_a_key_given_twice_in_a_header_is_reported(tmp_path):
+    header = GOOD_HEADER.format(name="twice", variables="[label]").replace("version: 1\n", "version: 1\nversion: 2\n")
+    problems = lint_template(write(tmp_path, "twice", "{{ label }}", header=header))
+    assert codes(problems) == ["header"] and "'version' is given twice" in problems[0].message
