@@ -10,6 +10,8 @@ exact row accounting).
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from pathlib import Path
 
@@ -22,6 +24,14 @@ def jl(*objs) -> bytes:
 
 def ok(text: str, label: str = "a") -> dict:
     return {"text": text, "label": label}
+
+
+def _parquet(columns: dict) -> bytes:
+    import polars as pl
+
+    buf = io.BytesIO()
+    pl.DataFrame(columns).write_parquet(buf, statistics=False)
+    return buf.getvalue()
 
 
 DATA: dict[str, bytes] = {
@@ -61,9 +71,18 @@ DATA: dict[str, bytes] = {
     "unicode_tricks.jsonl": jl(ok("right\u202eto\u202cleft override"), ok("zero\u200bwidth\u200cjoiners"),
                                ok("emoji \U0001f600 and combining e\u0301"), ok("fullwidth \uff21\uff22\uff23 letters", "b")),
     "csv_missing_label_column.csv": b"text,category\nrow with the wrong column,a\n",
+    "csv_duplicate_label_column.csv": b"text,label,label\nwhich label is meant,a,b\n",
+    "compressed.jsonl.gz": gzip.compress(jl(ok("a gzip-compressed first line"), ok("and its second line", "b")), mtime=0),
+    "zstd_compressed.jsonl": b"\x28\xb5\x2f\xfd" + bytes(range(32)),
+    "utf16_spreadsheet_export.csv": "\ufefftext,label\r\nexported as unicode text,a\r\nsecond exported row,b\r\n".encode("utf-16-le"),
+    "not_parquet.parquet": b"PAR1 this file only starts like Parquet",
+    "wrong_types.parquet": _parquet({"text": [1, 2], "label": ["a", "b"]}),
+    "ansi_escapes.jsonl": jl(ok("red \x1b[31m text \x1b[0m here"), ok("a fine message here")),
+    "line_separators.jsonl": jl(ok("line\u2028separator"), ok("para\u2029graph"), ok("next\u0085line"), ok("form\x0cfeed")),
+    "lone_surrogate.jsonl": jl(b'{"text": "a lone \\ud800 surrogate", "label": "a"}', ok("a fine message here")),
 }
 
-CONFIGS: dict[str, str] = {
+CONFIGS: dict[str, str | bytes] = {
     "unknown_keys.yaml": "name: t\ntask: {kind: classification, input_field: text, output_field: label, colour: red}\n"
                          "data: {train: [{path: x.jsonl}]}\ncleen: {min_chars: 3}\n",
     "wrong_types.yaml": "name: t\ntask: {kind: classification, input_field: text, output_field: label}\n"
@@ -84,6 +103,9 @@ CONFIGS: dict[str, str] = {
     "no_train_sources.yaml": "name: t\ntask: {kind: classification, input_field: text, output_field: label}\ndata: {train: []}\n",
     "bad_train_section.yaml": "name: t\ntask: {kind: classification, input_field: text, output_field: label}\n"
                               "data: {train: [{path: x.jsonl}]}\ntrain: {lora_r: 0, optimizer: sgd}\n",
+    "duplicate_keys.yaml": "name: t\ntask: {kind: classification, input_field: text, output_field: label}\n"
+                           "data: {train: [{path: x.jsonl}]}\nseed: 1\nclean: {min_chars: 3}\nseed: 2\n",
+    "not_utf8.yaml": b"name: t\ndescription: caf\xe9 in latin-1\n",
 }
 
 HEADER = """{#---
@@ -107,6 +129,11 @@ TEMPLATES: dict[str, str] = {
     "format_string_escape.jinja": "{{ '{0.__class__}'.format(label) }}\n",
     "include_outside.jinja": "{% include '/etc/passwd' %}\n",
     "missing_header.jinja": None,
+    "memory_bomb.jinja": "{{ 'a' * 10000000000 }}\n",
+    "join_bomb.jinja": "{{ range(100000)|map('string')|join('x' * 100000) }}\n",
+    "format_width_bomb.jinja": "{{ '{:>10000000000}'.format(label) }}\n",
+    "doubling_macro.jinja": "{% macro grow(s, n) %}{{ grow(s ~ s, n - 1) if n else s }}{% endmacro %}{{ grow(label, 40) }}\n",
+    "output_flood.jinja": "{% for i in range(100000) %}{% for j in range(100000) %}{{ label }}{% endfor %}{% endfor %}\n",
 }
 
 
@@ -116,7 +143,7 @@ def main() -> None:
     for name, data in DATA.items():
         (HERE / "data" / name).write_bytes(data)
     for name, text in CONFIGS.items():
-        (HERE / "configs" / name).write_text(text)
+        (HERE / "configs" / name).write_bytes(text if isinstance(text, bytes) else text.encode())
     for name, body in TEMPLATES.items():
         text = "Write one message for {{ label }}.\n" if body is None else HEADER.replace("NAME", name.split(".")[0]) + body
         (HERE / "templates" / name).write_text(text)
