@@ -295,12 +295,27 @@ class Config(_Section):
             raise ValueError("\n".join(problems))  # one line per path, keyed (format_errors)
         return self
 
+    def read_path(self, value: str, root: Path | None = None) -> Path:
+        """A file the config names, to read: resolved against root (default: the working folder).
+
+        Unless allow_outside_paths, it must still be inside the project folder once
+        symlinks are followed: a link under data/ to a file elsewhere is refused as an
+        absolute path would be.
+        """
+        path = resolve_path(value, root)
+        if not self.allow_outside_paths:
+            base, real = (root or Path.cwd()).resolve(), path.resolve()
+            if real != base and base not in real.parents:
+                raise ConfigError(f"{value}: leads to {real} (through a symlink), outside the project folder {base}; "
+                                  "set allow_outside_paths: true to read it")
+        return path
+
     def label_set(self, root: Path | None = None) -> list[str] | None:
         """The fixed class set, or None when any class is accepted."""
         if self.task.labels is not None:
             return list(self.task.labels)
         if self.task.labels_file is not None:
-            path = resolve_path(self.task.labels_file, root)
+            path = self.read_path(self.task.labels_file, root)
             try:
                 labels = json.loads(path.read_text())
             except (OSError, json.JSONDecodeError) as exc:

@@ -407,6 +407,7 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
     sources = [("train", s) for s in config.data.train] + [("eval", s) for s in config.data.eval]
     for split, source in sources:
         tick = None if progress is None else (lambda advance, total, p=source.path: progress(p, advance, total))
+        config.read_path(source.path, root)  # inside the project, symlinks followed (unless allowed)
         rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes)
         rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
         frames.append(rows)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from curate.config import Config, resolve_path
+from curate.config import Config
 from curate.schema import StageCounts, count_stage, split_dropped
 from filters.balance import cap_classes, plan_balance
 from filters.blocklist import filter_blocklist, load_terms
@@ -38,7 +38,7 @@ def clean(rows: pl.DataFrame, config: Config, *, root: Path | None = None) -> tu
     df = filter_by_length(df, min_chars=c.min_chars, max_chars=c.max_chars, min_words=c.min_words)
     df = filter_repetition(df, max_repeated_word_fraction=c.max_repeated_word_fraction, max_char_run=c.max_char_run)
     if c.blocklist.enabled:
-        terms = load_terms([resolve_path(f, root) for f in c.blocklist.files], list(c.blocklist.terms))
+        terms = load_terms([config.read_path(f, root) for f in c.blocklist.files], list(c.blocklist.terms))
         df = filter_blocklist(df, terms=terms)
     df = filter_labels(df, labels=config.label_set(root), output_pattern=config.task.output_pattern)
     kept, dropped = split_dropped(df, stage="clean")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from curate.config import ConfigError, load_config
+from curate.config import Config, ConfigError, load_config
 from tests.conftest import write_config
 
 SHIPPED = sorted(Path("configs").glob("*.yaml"))
@@ -103,3 +103,28 @@ def test_paths_cannot_leave_the_project_unless_allowed():
     allowed = load_config("configs/banking77.yaml", ["output.cache=/tmp/elsewhere", "allow_outside_paths=true"])
     assert allowed.output.cache == "/tmp/elsewhere"
     assert allowed.digest() == load_config("configs/banking77.yaml").digest()  # where outputs go changes no row
+
+
+def test_a_symlink_cannot_lead_a_read_out_of_the_project(tmp_path):
+    """The paths are inside the project on paper; the files they name are not."""
+    from curate.ingest import ingest
+
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "data").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text('{"text": "a secret from elsewhere", "label": "a"}\n')
+    (outside / "labels.json").write_text('["a"]')
+    (project / "data" / "rows.jsonl").symlink_to(outside / "secret.jsonl")
+    (project / "data" / "labels.json").symlink_to(outside / "labels.json")
+    raw = {"name": "t", "task": {"kind": "classification", "input_field": "text", "output_field": "label",
+                                 "labels_file": "data/labels.json"},
+           "data": {"train": [{"path": "data/rows.jsonl"}]}}
+    config = Config.model_validate(raw)
+    with pytest.raises(ConfigError, match=r"data/labels.json: leads to .*outside.*allow_outside_paths"):
+        config.label_set(project)
+    raw["task"] = {**raw["task"], "labels_file": None, "labels": ["a"]}
+    with pytest.raises(ConfigError, match=r"data/rows.jsonl: leads to .*secret.jsonl .*outside the project folder"):
+        ingest(Config.model_validate(raw), root=project)
+    allowed = Config.model_validate({**raw, "allow_outside_paths": True})
+    rows, _, _ = ingest(allowed, root=project)
+    assert rows["input"].to_list() == ["a secret from elsewhere"]
