@@ -13,9 +13,10 @@ template's file and line, as for reaching internals):
   `center`, `ljust`, `indent`, `'%*s'`, `'{:>N}'.format` and the like), nor a string or
   list already that long (a macro doubling its argument), and neither may a width or
   precision written in a `%` or `str.format` format string;
-- the calls and filters whose result can dwarf their inputs (`join`, `replace`,
-  `translate`, `indent` and `wordwrap` with a string) are refused, before they run, when
-  their result would pass MAX_RENDER_CHARS; any other result that long is refused after;
+- the calls, filters and operators whose result can dwarf their inputs (`join`,
+  `replace`, `translate`, `indent` and `wordwrap` with a string, `~` and `+`) are
+  refused, before they run, when their result would pass MAX_RENDER_CHARS; any other
+  result that long is refused after;
 - the output may not pass MAX_RENDER_CHARS characters;
 - a render may not run longer than MAX_RENDER_SECONDS: checked at every call, attribute,
   item, operator and output chunk, and by a watchdog thread as well (a loop with an
@@ -36,6 +37,8 @@ import threading
 import time
 from typing import Any
 
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -132,8 +135,9 @@ def _bounded_filter(fn):
 
     @functools.wraps(fn)  # keeps jinja_pass_arg
     def bounded(*args, **kwargs):
-        _check_args(args[skip - 1:], kwargs)
+        _check_args(args[skip:], kwargs)
         value, rest = (args[skip - 1], args[skip:]) if len(args) >= skip else (None, ())
+        _check_result(value)  # a value already past the bound goes no further
         if isinstance(value, str):
             if name == "do_format":
                 _check_format(value, printf=True)
@@ -157,10 +161,22 @@ def _bounded_filter(fn):
     return bounded
 
 
+class _BoundedCodeGenerator(CodeGenerator):
+    """Compiles `a ~ b` to environment.bounded_concat (jinja2 would call its str_join directly)."""
+
+    def visit_Concat(self, node: nodes.Concat, frame) -> None:
+        self.write("environment.bounded_concat((")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """ImmutableSandboxedEnvironment plus the bounds above (intercepted operators are never constant-folded)."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
+    code_generator_class = _BoundedCodeGenerator
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -172,6 +188,9 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDER_SIZE:
                     raise SecurityError(f"'*' would make {len(seq) * n:,} items, beyond the sandbox's bound of {MAX_RENDER_SIZE:,}")
+        elif operator == "+":
+            if isinstance(left, (str, bytes, list, tuple)) and isinstance(right, (str, bytes, list, tuple)):
+                _check_estimate(len(left) + len(right), "'+'")
         elif operator == "**":
             if isinstance(left, (int, float)) and isinstance(right, (int, float)) and abs(left) > 1 and right * math.log2(abs(left)) > MAX_POWER_BITS:
                 raise SecurityError(f"'**' would make a number of more than {MAX_POWER_BITS} bits")
@@ -180,6 +199,13 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             for value in right if isinstance(right, tuple) else (right,):
                 _check_size(value, "a '%' argument")
         return super().call_binop(context, operator, left, right)
+
+    def bounded_concat(self, values: tuple) -> str:
+        """`a ~ b ~ ...`: refused when the result would pass the output bound (doubling a string in `set`s)."""
+        _check_time()
+        parts = [str(v) for v in values]
+        _check_estimate(sum(map(len, parts)), "'~'")
+        return "".join(parts)
 
     def call(self, context, obj, /, *args: Any, **kwargs: Any) -> Any:
         _check_args(args, kwargs)
