@@ -3,6 +3,11 @@
 Every write goes to a temporary file in the destination folder and is renamed
 into place, so a killed process never leaves a half-written file under the final
 name (os.replace is atomic on POSIX within one file system).
+
+A temporary's name carries its owner, `@host~pid~`. What a killed process leaves
+behind is removed by the next write into the same folder (`sweep_temporaries`): only
+temporaries of this host whose process no longer runs, so a live writer, or one on
+another machine sharing the disk, is never touched.
 """
 
 from __future__ import annotations
@@ -10,7 +15,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -30,12 +37,57 @@ def table_format(path: str | Path) -> str:
     return TABLE_FORMATS[suffix]
 
 
+_OWNED = re.compile(r"@(?P<host>[^@~/]+)~(?P<pid>\d+)~")
+
+
+def owner_tag() -> str:
+    """This host and process, as temporaries' names carry them."""
+    return f"@{socket.gethostname()}~{os.getpid()}~"
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def sweep_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporaries a killed process left in `folder` (this host's, process gone); return them."""
+    folder, host, removed = Path(folder), socket.gethostname(), []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        m = _OWNED.search(entry.name) if entry.name.startswith(".") else None
+        if m is None or m["host"] != host or _running(int(m["pid"])):
+            continue
+        with contextlib.suppress(FileNotFoundError):  # another sweeper was first
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry)
+    return removed
+
+
+def temporary_folder(parent: str | Path, prefix: str = ".tmp-") -> Path:
+    """A new temporary folder in `parent`, named for its owner, after sweeping dead owners' ones."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    sweep_temporaries(parent)
+    return Path(tempfile.mkdtemp(prefix=prefix + owner_tag(), dir=parent))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    sweep_temporaries(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{owner_tag()}", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -56,8 +108,7 @@ def atomic_folder(final: str | Path, prefix: str = ".tmp-") -> Iterator[Path]:
     an incomplete leftover, is removed first); on failure the temporary is removed.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
+    tmp = temporary_folder(final.parent, prefix)
     try:
         yield tmp
         if final.exists():

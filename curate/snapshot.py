@@ -26,13 +26,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import polars as pl
 
 import curate
-from curate.io import atomic_path, write_json, write_table
+from curate.io import atomic_path, temporary_folder, write_json, write_table
 from curate.schema import StageCounts
 
 DATA_FILES = ("train.parquet", "eval.parquet", "rejected.parquet", "quarantine.parquet")
@@ -102,8 +101,7 @@ def write_snapshot(
 ) -> Path:
     """Write a snapshot atomically and return its folder (an existing identical one is reused)."""
     base = Path(root) / name
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=base))
+    tmp = temporary_folder(base)
     try:
         for fname, frame in zip(DATA_FILES, (train, eval, rejected, quarantine)):
             write_table(frame, tmp / fname)

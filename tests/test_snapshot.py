@@ -80,3 +80,35 @@ def test_a_failed_write_leaves_no_snapshot(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         _write(tmp_path)
     assert list((tmp_path / "demo").iterdir()) == []
+
+
+def test_the_next_write_sweeps_what_killed_writers_left(tmp_path):
+    """Temporaries of dead processes on this host go; a live writer's, another host's and unnamed ones stay."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from curate.io import owner_tag, write_table
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process that no longer runs
+    host, folder = socket.gethostname(), tmp_path / "demo"
+    folder.mkdir()
+    dead_dir = folder / f".tmp-@{host}~{gone.pid}~k1"
+    dead_dir.mkdir()
+    (dead_dir / "train.parquet").write_bytes(b"half a table")
+    dead_file = folder / f".index.jsonl.@{host}~{gone.pid}~k2.tmp"
+    dead_file.write_bytes(b"half a line")
+    stay = [folder / f".tmp-{owner_tag()}live", folder / f".tmp-@another-host~{gone.pid}~k3", folder / ".tmp-unnamed"]
+    for p in stay:
+        p.mkdir()
+    assert owner_tag() == f"@{host}~{os.getpid()}~"
+    write_table(pl.DataFrame({"a": [1]}), folder / "t.parquet")
+    assert not dead_dir.exists() and not dead_file.exists()
+    assert all(p.is_dir() for p in stay)
+    # a snapshot write sweeps its folder too
+    dead_snap = tmp_path / "snaps" / "demo" / f".tmp-@{host}~{gone.pid}~k4"
+    dead_snap.mkdir(parents=True)
+    _write(tmp_path / "snaps")
+    assert not dead_snap.exists()
