@@ -95,6 +95,40 @@ def test_a_prompt_longer_than_the_context_is_a_reject_and_the_batch_goes_on():
     assert parse_output(gens[1][0], JSON_SPEC)[1] == PROMPT_TOO_LONG
 
 
+def test_templates_try_checks_each_parsed_text_with_the_label_check(viggo):
+    """`curate templates try` on a stand-in engine: the generation, then the label check on what parsed."""
+    from types import SimpleNamespace
+
+    from curate.templates_cli import try_template
+
+    class Tok:
+        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+            return messages[-1]["content"]
+
+        def encode(self, text, add_special_tokens):
+            return [1] * 8
+
+    class Engine:  # writes one utterance, then answers every label check with the class "inform"
+        llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096))
+        calls: list[int] = []
+
+        def get_tokenizer(self):
+            return Tok()
+
+        def generate(self, prompts, params, use_tqdm):
+            self.calls.append(len(prompts))
+            text = 'You said you liked the game a lot, is that right?' if len(self.calls) == 1 else "inform"
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=text, finish_reason="stop", token_ids=[1, 2])]) for _ in prompts]
+
+    config, train, _ = viggo
+    engine = Engine()
+    results, gen = try_template(load_template("viggo_utterance_for_mr"), config, train, engine, n=3)
+    assert engine.calls == [3, 3]  # three generations, then three label checks in one batch
+    assert [r["parsed"] for r in results] == ["You said you liked the game a lot, is that right?"] * 3
+    assert sorted(r["label_check"] for r in results) == sorted(
+        "agrees" if r["class"] == "inform" else "disagrees: inform" for r in results)
+
+
 def test_seeds_and_ids_are_stable():
     assert derive_seed(0, "a", 1) == derive_seed(0, "a", 1) != derive_seed(0, "a", 2)
     assert 0 <= derive_seed("x") < 2**31
