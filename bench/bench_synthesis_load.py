@@ -9,7 +9,8 @@ turn. For each size the plan asks every class for an equal share of rows, with
 cleaning and dedupe then gets its label-check prompt, as in the pipeline. A sampler
 thread reads the memory of this process and all its descendants (the vLLM engine core
 and its worker) every half second: the sum of RSS (shared pages counted in each
-process: an upper bound) and of PSS (shared pages split between them).
+process: an upper bound) and of PSS (shared pages split between them); the timeline
+also keeps each process's PSS (the stage, VLLM::EngineCore, VLLM::Worker).
 
 Memory is bounded when the peak does not grow with the number of prompts: the engine's
 KV cache is a fixed reservation (`model.engine.gpu_memory_utilization` of RAM on the
@@ -46,7 +47,8 @@ class MemorySampler:
         self.every = every
         self.peak_rss = 0.0
         self.peak_pss = 0.0
-        self.samples: list[tuple[float, float, float]] = []  # (t, rss, pss)
+        self.samples: list[tuple[float, float, float, dict]] = []  # (t, rss, pss, pss by process: stage, VLLM::EngineCore, VLLM::Worker)
+        self.parts: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = time.perf_counter()
@@ -55,19 +57,23 @@ class MemorySampler:
         import psutil
 
         rss = pss = 0.0
+        parts: dict[str, float] = {}
         for p in [self.proc, *self.proc.children(recursive=True)]:
             try:
                 info = p.memory_full_info()
+                name = "stage" if p.pid == self.proc.pid else (p.name() if "VLLM" in p.name() else "other")
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
             rss += info.rss / MB
             pss += getattr(info, "pss", info.rss) / MB
+            parts[name] = parts.get(name, 0.0) + getattr(info, "pss", info.rss) / MB
+        self.parts = {k: round(v) for k, v in sorted(parts.items())}
         return rss, pss
 
     def _run(self) -> None:
         while not self._stop.is_set():
             rss, pss = self.read()
-            self.samples.append((round(time.perf_counter() - self._t0, 1), round(rss), round(pss)))
+            self.samples.append((round(time.perf_counter() - self._t0, 1), round(rss), round(pss), self.parts))
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self._stop.wait(self.every)
 
