@@ -16,8 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from curate.safe_yaml import load_yaml
 from curate.devices import Dtype
+from curate.safe_yaml import load_yaml
 
 
 class TrainConfigError(ValueError):
