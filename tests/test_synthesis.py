@@ -61,70 +61,57 @@ def test_pack_by_tokens_respects_budget_and_batch():
     assert pack_by_tokens([500, 10], budget=100, max_items=8) == [(0, 1), (1, 2)]  # an oversized prompt alone
 
 
+class StandInLLM:
+    """A stand-in for vllm.LLM: its context window, a tokenizer (a token per word) and generate().
+
+    `answer(call)` gives the text every prompt of the call-th generate() call gets (1-based);
+    `calls` keeps the prompt lengths each call sent.
+    """
+
+    def __init__(self, max_model_len: int, answer):
+        from types import SimpleNamespace
+
+        self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=max_model_len))
+        self.answer = answer
+        self.calls: list[list[int]] = []
+
+    def get_tokenizer(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(apply_chat_template=lambda messages, tokenize, add_generation_prompt: messages[-1]["content"],
+                               encode=lambda text, add_special_tokens: list(range(len(text.split()))))
+
+    def generate(self, prompts, params, use_tqdm):
+        from types import SimpleNamespace
+
+        self.calls.append([len(p["prompt_token_ids"]) for p in prompts])
+        out = SimpleNamespace(text=self.answer(len(self.calls)), finish_reason="stop", token_ids=[1, 2])
+        return [SimpleNamespace(outputs=[out]) for _ in prompts]
+
+
 def test_a_prompt_longer_than_the_context_is_a_reject_and_the_batch_goes_on():
     """The engine would refuse the whole generate() call; the generator answers that prompt itself."""
-    from types import SimpleNamespace
-
     from curate.synthesis import PROMPT_TOO_LONG, Request, VLLMGenerator
-
-    class Tok:
-        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-            return messages[-1]["content"]
-
-        def encode(self, text, add_special_tokens):
-            return list(range(len(text.split())))
-
-    class Engine:  # a stand-in for vllm.LLM: its context window, tokenizer and generate()
-        llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=8))
-        sent: list = []
-
-        def get_tokenizer(self):
-            return Tok()
-
-        def generate(self, prompts, params, use_tqdm):
-            self.sent.extend(len(p["prompt_token_ids"]) for p in prompts)
-            out = SimpleNamespace(text='{"text": "ok"}', finish_reason="stop", token_ids=[1, 2])
-            return [SimpleNamespace(outputs=[out]) for _ in prompts]
 
     sampling = {"temperature": 0.0, "max_tokens": 4, "seed": 1}
     reqs = [Request([{"role": "user", "content": " ".join(["w"] * n)}], sampling, JSON_SPEC, None) for n in (3, 20, 7)]
-    engine = Engine()
+    engine = StandInLLM(8, lambda call: '{"text": "ok"}')
     gens = VLLMGenerator(engine, token_budget=None).generate(reqs)
-    assert engine.sent == [3, 7]  # the 20-token prompt never reached the engine
+    assert sum(engine.calls, []) == [3, 7]  # the 20-token prompt never reached the engine
     assert [g[0].finish_reason for g in gens] == ["stop", PROMPT_TOO_LONG, "stop"]
     assert parse_output(gens[1][0], JSON_SPEC)[1] == PROMPT_TOO_LONG
 
 
 def test_templates_try_checks_each_parsed_text_with_the_label_check(viggo):
     """`curate templates try` on a stand-in engine: the generation, then the label check on what parsed."""
-    from types import SimpleNamespace
-
     from curate.templates_cli import try_template
 
-    class Tok:
-        def apply_chat_template(self, messages, tokenize, add_generation_prompt):
-            return messages[-1]["content"]
-
-        def encode(self, text, add_special_tokens):
-            return [1] * 8
-
-    class Engine:  # writes one utterance, then answers every label check with the class "inform"
-        llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=4096))
-        calls: list[int] = []
-
-        def get_tokenizer(self):
-            return Tok()
-
-        def generate(self, prompts, params, use_tqdm):
-            self.calls.append(len(prompts))
-            text = 'You said you liked the game a lot, is that right?' if len(self.calls) == 1 else "inform"
-            return [SimpleNamespace(outputs=[SimpleNamespace(text=text, finish_reason="stop", token_ids=[1, 2])]) for _ in prompts]
-
+    utterance = "You said you liked the game a lot, is that right?"
+    engine = StandInLLM(4096, lambda call: utterance if call == 1 else "inform")  # then every check says "inform"
     config, train, _ = viggo
-    engine = Engine()
     results, gen = try_template(load_template("viggo_utterance_for_mr"), config, train, engine, n=3)
-    assert engine.calls == [3, 3]  # three generations, then three label checks in one batch
-    assert [r["parsed"] for r in results] == ["You said you liked the game a lot, is that right?"] * 3
+    assert [len(c) for c in engine.calls] == [3, 3]  # three generations, then three label checks in one batch
+    assert [r["parsed"] for r in results] == [utterance] * 3
     assert sorted(r["label_check"] for r in results) == sorted(
         "agrees" if r["class"] == "inform" else "disagrees: inform" for r in results)
 
