@@ -127,11 +127,9 @@ def _check_format(fmt: str, printf: bool) -> None:
         _check_size(int(n), "a width or precision of")
 
 
-def _bounded_filter(fn):
-    """A filter that refuses integer arguments beyond the bound (the filtered value itself is data)."""
+def _bounded_filter(name: str, fn):
+    """The filter registered as `name`, refusing integer arguments beyond the bound (the filtered value itself is data)."""
     skip = 2 if getattr(fn, "jinja_pass_arg", None) is not None else 1  # (context,) value, args...
-
-    name = fn.__name__
 
     @functools.wraps(fn)  # keeps jinja_pass_arg
     def bounded(*args, **kwargs):
@@ -139,20 +137,20 @@ def _bounded_filter(fn):
         value, rest = (args[skip - 1], args[skip:]) if len(args) >= skip else (None, ())
         _check_result(value)  # a value already past the bound goes no further
         if isinstance(value, str):
-            if name == "do_format":
+            if name == "format":
                 _check_format(value, printf=True)
-            elif name == "do_replace" and len(rest) >= 2:
+            elif name == "replace" and len(rest) >= 2:
                 _check_str_method(value, "replace", tuple(str(x) for x in rest[:2]), {})
-            elif name == "do_indent":
+            elif name == "indent":
                 prefix = rest[0] if rest else kwargs.get("width", 4)
                 if isinstance(prefix, str):
                     _check_estimate(len(value) + (value.count("\n") + 1) * len(prefix), "indent")
-            elif name == "do_wordwrap":
+            elif name == "wordwrap":
                 width = rest[0] if rest else kwargs.get("width", 79)
                 wrap = rest[2] if len(rest) > 2 else kwargs.get("wrapstring") or "\n"
                 if isinstance(width, int) and isinstance(wrap, str):
                     _check_estimate(len(value) + (len(value) // max(width, 1) + 1) * len(wrap), "wordwrap")
-        if name == "do_join" and value is not None:
+        if name == "join" and value is not None:
             sep = rest[0] if rest else kwargs.get("d", "")
             if isinstance(sep, str):
                 args = (*args[:skip - 1], _check_join(sep, value, "join"), *rest)
@@ -180,7 +178,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.filters = {name: _bounded_filter(fn) for name, fn in self.filters.items()}
+        self.filters = {name: _bounded_filter(name, fn) for name, fn in self.filters.items()}
 
     def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
         _check_time()
