@@ -64,9 +64,10 @@ class MemorySampler:
                 name = "stage" if p.pid == self.proc.pid else (p.name() if "VLLM" in p.name() else "other")
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
+            part = getattr(info, "pss", info.rss) / MB
             rss += info.rss / MB
-            pss += getattr(info, "pss", info.rss) / MB
-            parts[name] = parts.get(name, 0.0) + getattr(info, "pss", info.rss) / MB
+            pss += part
+            parts[name] = parts.get(name, 0.0) + part
         self.parts = {k: round(v) for k, v in sorted(parts.items())}
         return rss, pss
 
