@@ -11,6 +11,7 @@ functions so that the data stages and their tests start fast.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 
@@ -46,6 +47,7 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
         tensor_parallel_size=e.tensor_parallel_size,
         trust_remote_code=trust_remote_code,
         seed=seed,
+        worker_extension_cls=f"{__name__}.{WorkerMemory.__qualname__}",  # release_free_memory(llm)
         **extra,
     )
 
@@ -58,6 +60,57 @@ def make_llm(config: Config, *, seed: int | None = None):
         seed=config.seed if seed is None else seed,
         trust_remote_code=config.model.trust_remote_code,
     )
+
+
+def malloc_trim() -> bool | None:
+    """Give the free pages of this process's malloc heaps back to the system (glibc's malloc_trim).
+
+    Returns whether any were released; None where the C library has no malloc_trim.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return bool(trim(0))
+
+
+class WorkerMemory:
+    """Methods vLLM adds to its worker class (`LLM(worker_extension_cls=...)`), run there by collective_rpc.
+
+    The worker allocates and frees tensors of shifting sizes at every step, and glibc's
+    malloc keeps what is freed inside its heap for reuse: over 1,272 synthesis prompts the
+    CPU worker's heap grew from 0.8 to 1.5 GB while what it held stayed the same
+    (docs/reliability.md). `malloc_trim(0)` returns every whole free page to the system.
+    """
+
+    def curate_malloc_trim(self) -> dict:
+        trimmed = malloc_trim()
+        return {"pid": os.getpid(), "trimmed": trimmed, "rss_mb": _rss_mb()}
+
+
+def _rss_mb() -> float | None:
+    """This process's resident memory, MB (Linux)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return None
+
+
+def release_free_memory(llm) -> list[dict] | None:
+    """Between generate() calls: the engine's workers give their freed heap pages back.
+
+    Returns each worker's answer ({"pid", "trimmed", "rss_mb"} after the trim); None for
+    an engine not built by build_llm, or a stand-in without collective_rpc, which is left
+    alone: its memory is only not returned.
+    """
+    rpc = getattr(llm, "collective_rpc", None)
+    if rpc is None:
+        return None
+    try:
+        return list(rpc("curate_malloc_trim", timeout=60))
+    except Exception:  # noqa: BLE001 - an engine built elsewhere lacks the method
+        return None
 
 
 def chat(llm, conversations: list[list[dict]], *, max_tokens: int, temperature: float = 0.0, seed: int | None = None) -> list[str]:

@@ -50,6 +50,7 @@ from typing import Any, Protocol, Sequence
 import polars as pl
 
 from curate.config import Config
+from curate.engine import release_free_memory
 from curate.io import write_json, write_table
 from curate.schema import ROW_COLUMNS, ROW_SCHEMA, AccountingError
 from curate.synthesis_config import SynthesisConfig
@@ -163,17 +164,22 @@ class VLLMGenerator:
     GPU, whose Philox generators have offsets) there is no budget and `batch_size` rules.
 
     Keeps `seconds`, `tokens` (generated) and `calls` spent inside generate(), for the
-    overhead figure.
+    overhead figure, and `release_seconds` spent handing the engine's freed memory back
+    after each call (curate.engine.release_free_memory), with the workers' resident
+    memory after it in `worker_rss_mb`.
     """
 
-    def __init__(self, llm, *, batch_size: int = 256, token_budget: int | None | str = "auto"):
+    def __init__(self, llm, *, batch_size: int = 256, token_budget: int | None | str = "auto", release_memory: bool = True):
         self.llm = llm
+        self.release_memory = release_memory
         self.batch_size = batch_size
         self.budget = _scheduler_budget(llm) if token_budget == "auto" else token_budget
         self.seconds = 0.0
         self.tokens = 0
         self.prompt_tokens = 0
         self.calls = 0
+        self.release_seconds = 0.0  # in release_free_memory, after each call
+        self.worker_rss_mb: list[float | None] = []  # the engine's workers' memory after each call, released
         self._tok = None
 
     def tokenize(self, requests: Sequence[Request]) -> list[list[int]]:
@@ -209,6 +215,12 @@ class VLLMGenerator:
                 gens = [Generation(o.text, o.finish_reason, len(o.token_ids)) for o in res.outputs]
                 self.tokens += sum(g.n_tokens for g in gens)
                 out[fits[k]] = gens
+            # Without this the CPU worker's heap grows with every call (curate.engine.WorkerMemory).
+            if self.release_memory:
+                started = time.perf_counter()
+                workers = release_free_memory(self.llm) or []
+                self.release_seconds += time.perf_counter() - started
+                self.worker_rss_mb.append(sum(w["rss_mb"] or 0.0 for w in workers) or None)
         return out
 
 

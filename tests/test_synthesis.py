@@ -74,6 +74,11 @@ class StandInLLM:
         self.llm_engine = SimpleNamespace(model_config=SimpleNamespace(max_model_len=max_model_len))
         self.answer = answer
         self.calls: list[list[int]] = []
+        self.rpcs: list[str] = []  # collective_rpc methods run "on the workers"
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None):
+        self.rpcs.append(method)
+        return [{"pid": 0, "trimmed": True, "rss_mb": 100.0}]
 
     def get_tokenizer(self):
         from types import SimpleNamespace
@@ -87,6 +92,26 @@ class StandInLLM:
         self.calls.append([len(p["prompt_token_ids"]) for p in prompts])
         out = SimpleNamespace(text=self.answer(len(self.calls)), finish_reason="stop", token_ids=[1, 2])
         return [SimpleNamespace(outputs=[out]) for _ in prompts]
+
+
+def test_the_engine_gives_its_freed_memory_back_after_every_generate_call():
+    """The CPU worker's heap grew ~0.7 GB over 1,272 prompts without it (curate.engine.WorkerMemory)."""
+    from curate.engine import release_free_memory
+    from curate.synthesis import Request, VLLMGenerator
+
+    reqs = [Request([{"role": "user", "content": "w " * n}], {"temperature": 0.0, "max_tokens": 4, "seed": 1}, JSON_SPEC, None)
+            for n in (3, 3, 3, 3, 3)]
+    engine = StandInLLM(64, lambda call: '{"text": "ok"}')
+    gen = VLLMGenerator(engine, batch_size=2, token_budget=None)
+    gen.generate(reqs)
+    assert len(engine.calls) == 3
+    assert engine.rpcs == ["curate_malloc_trim"] * 3  # once after each generate() call
+    assert gen.worker_rss_mb == [100.0] * 3
+    baseline = StandInLLM(64, lambda call: '{"text": "ok"}')
+    VLLMGenerator(baseline, batch_size=2, token_budget=None, release_memory=False).generate(reqs)
+    assert len(baseline.calls) == 3 and baseline.rpcs == []
+    # An engine without the method (not built by build_llm) is left alone.
+    assert release_free_memory(object()) is None
 
 
 def test_a_prompt_longer_than_the_context_is_a_reject_and_the_batch_goes_on():
@@ -398,6 +423,22 @@ def engine(viggo):
     llm = make_llm(viggo[0])
     yield llm
     del llm
+
+
+@pytest.mark.slow
+def test_real_engine_workers_give_freed_memory_back(engine):
+    """build_llm adds curate.engine.WorkerMemory to vLLM's worker: malloc_trim runs in the worker process."""
+    import psutil
+
+    from curate.engine import release_free_memory
+
+    workers = [p for p in psutil.Process().children(recursive=True) if "VLLM::Worker" in " ".join(p.cmdline())]
+    ran = release_free_memory(engine)
+    assert [r["pid"] for r in ran] == [w.pid for w in workers]  # in the worker's process, not this one
+    assert all(isinstance(r["trimmed"], bool) for r in ran)
+    # The worker holds the model and its KV cache: hundreds of MB at least, as psutil sees it too.
+    assert all(r["rss_mb"] > 200 for r in ran)
+    assert abs(ran[0]["rss_mb"] - workers[0].memory_info().rss / 2**20) < 0.25 * ran[0]["rss_mb"]
 
 
 @pytest.mark.slow
