@@ -17,7 +17,13 @@ KV cache is a fixed reservation (`model.engine.gpu_memory_utilization` of RAM on
 CPU build) and the stage holds only its rows. The sizes run smallest first, so the
 larger run's peak is compared against the smaller's on the same engine.
 
-Writes bench/out/synthesis-load-<task>.json; the figures go to docs/reliability.md and
+The engine's worker hands the memory it freed back to the system after every
+generate() call (curate.engine.release_free_memory); `--keep-freed-memory` runs without
+that, the baseline, and `--compare` runs both, each in its own process with its own
+engine, one after the other, and puts them side by side.
+
+Writes bench/out/synthesis-load-<task>.json (with --compare: one folder per variant and
+synthesis-load-<task>-compare.json); the figures go to docs/reliability.md and
 docs/benchmarks.md. Nothing here is asserted by tests.
 """
 
@@ -27,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -74,9 +81,13 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             rss, pss = self.read()
-            self.samples.append((round(time.perf_counter() - self._t0, 1), round(rss), round(pss), self.parts))
+            self.samples.append((self.now(), round(rss), round(pss), self.parts))
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self._stop.wait(self.every)
+
+    def now(self) -> float:
+        """Seconds since the sampler was made: the clock of `samples`."""
+        return round(time.perf_counter() - self._t0, 1)
 
     def reset_peak(self) -> None:
         self.peak_rss, self.peak_pss = self.read()
@@ -106,13 +117,47 @@ def write(result: dict, mem: MemorySampler) -> None:
     write_text(json.dumps(result, indent=2), Path(result["out"]) / f"synthesis-load-{result['task']}.json")
 
 
+def process_pss(samples: list, since: float, name: str = "VLLM::Worker") -> dict:
+    """One process's PSS (MB) over the samples taken after `since`: first, last and max."""
+    values = [parts[name] for t, _, _, parts in samples if t >= since and name in parts]
+    return {"first": values[0], "last": values[-1], "max": max(values)} if values else {}
+
+
+def compare(argv: list[str], out: Path) -> None:
+    """Each variant in its own process (a fresh engine), the baseline first; then side by side."""
+    variants = {"keep_freed_memory": ["--keep-freed-memory"], "release_free_memory": []}
+    results = {}
+    for name, flags in variants.items():
+        folder = out / name
+        subprocess.run([sys.executable, __file__, *argv, *flags, "--out", str(folder)], check=True)
+        results[name] = json.loads(next(folder.glob("synthesis-load-*.json")).read_text())
+    task = next(iter(results.values()))["task"]
+    rows = [{"variant": name, **{k: run[k] for k in ("prompts", "kept", "rejected", "prompts_per_s", "peak_mb", "worker_pss_mb", "release_seconds", "worker_rss_after_calls_mb")}}
+            for name, r in results.items() for run in r["runs"]]
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    from curate.io import write_text
+
+    write_text(json.dumps({"task": task, "runs": rows}, indent=2), out / f"synthesis-load-{task}-compare.json")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/banking77.yaml")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="config override, e.g. model.engine.gpu_memory_utilization=0.2")
     ap.add_argument("--prompts", default="1000,10000", help="comma-separated sizes, run smallest first on one engine")
     ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="baseline: the engine's worker keeps the memory it frees (no malloc_trim after each call)")
+    ap.add_argument("--compare", action="store_true",
+                    help="run the baseline and the default one after the other, each with its own engine, side by side")
     args = ap.parse_args()
+    if args.compare:
+        argv = [a for a in sys.argv[1:] if a != "--compare"]
+        if "--out" in argv:
+            del argv[argv.index("--out"):argv.index("--out") + 2]
+        compare(argv, Path(args.out))
+        return
     sizes = sorted(int(s) for s in args.prompts.split(","))
 
     from curate.config import load_config
@@ -123,7 +168,7 @@ def main() -> None:
     train, ev, where = load_frames(config)
     # One round, one request per missing row: the prompt count is exactly the plan's total.
     syn = synthesis_settings(config).model_copy(update={"enabled": True, "oversample": 1.0, "max_attempts": 1})
-    result: dict = {"task": config.name, "snapshot": where, "train_rows": train.height, "eval_rows": ev.height,
+    result: dict = {"task": config.name, "release_free_memory": not args.keep_freed_memory, "snapshot": where, "train_rows": train.height, "eval_rows": ev.height,
                     "cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg(),
                     "engine": config.model.engine.model_dump(), "batch_size": syn.batch_size, "out": args.out, "runs": []}
 
@@ -136,8 +181,9 @@ def main() -> None:
         result["engine_ready_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
         for n in sizes:
             plan = equal_plan(train, n)
-            gen = VLLMGenerator(llm, batch_size=syn.batch_size)
+            gen = VLLMGenerator(llm, batch_size=syn.batch_size, release_memory=not args.keep_freed_memory)
             mem.reset_peak()
+            since = mem.now()
             started = time.perf_counter()
             rows, rejects, totals = synthesize(plan, train, ev, config, generator=gen, synthesis=syn)
             wall = time.perf_counter() - started
@@ -154,6 +200,9 @@ def main() -> None:
                 "prompts_per_s": round(int(plan["synth"].sum()) / wall, 2),
                 "overhead_share_of_model_time": round(sec["overhead"] / (sec["generate"] + sec["label_check"]), 4),
                 "peak_mb": {"rss": round(mem.peak_rss), "pss": round(mem.peak_pss)},
+                "worker_pss_mb": process_pss(mem.samples, since),  # the engine worker over this size
+                "release_seconds": round(gen.release_seconds, 3),
+                "worker_rss_after_calls_mb": [round(x) for x in gen.worker_rss_mb if x is not None],
             }
             result["runs"].append(run)
             print(json.dumps(run), flush=True)
