@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from curate.config import Config, EngineConfig
-from curate.devices import cuda_available, engine_cpu_env, resolve_dtype
+from curate.devices import cuda_available, engine_cpu_env, engine_malloc_env, resolve_dtype
 from curate.model import resolve_model
 
 
@@ -31,6 +31,7 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
     if not cuda_available():
         # The engine's processes inherit this: which cores its threads compute on.
         os.environ.update(engine_cpu_env(e.cpu_threads_bind))
+        os.environ.update(engine_malloc_env(e.cpu_malloc_mmap_threshold))  # read by glibc as they start
     from vllm import LLM
 
     _exit_with_engine_on_sigterm()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from curate.config import load_config
-from curate.devices import cpu_has_bf16, engine_cpu_env, resolve_dtype
+from curate.devices import cpu_has_bf16, engine_cpu_env, engine_malloc_env, resolve_dtype
 from trainers.config import TrainConfig
 
 
@@ -49,3 +49,16 @@ def test_threads_bind_setting_is_validated():
     assert load_config("configs/banking77.yaml", ["model.engine.cpu_threads_bind=0-3|4-7"]).model.engine.cpu_threads_bind == "0-3|4-7"
     with pytest.raises(ConfigError, match="cpu_threads_bind"):
         load_config("configs/banking77.yaml", ["model.engine.cpu_threads_bind=all; rm -rf /"])
+
+
+def test_the_engines_malloc_threshold_is_set_only_when_configured_and_not_exported():
+    from curate.config import ConfigError
+
+    assert engine_malloc_env(None, environ={}) == {}  # glibc's adaptive default
+    assert engine_malloc_env(131072, environ={}) == {"MALLOC_MMAP_THRESHOLD_": "131072"}
+    assert engine_malloc_env(131072, environ={"MALLOC_MMAP_THRESHOLD_": "65536"}) == {}  # the user's export wins
+    config = load_config("configs/banking77.yaml", ["model.engine.cpu_malloc_mmap_threshold=131072"])
+    assert config.model.engine.cpu_malloc_mmap_threshold == 131072
+    with pytest.raises(ConfigError, match="cpu_malloc_mmap_threshold"):
+        load_config("configs/banking77.yaml", ["model.engine.cpu_malloc_mmap_threshold=-1"])
+
