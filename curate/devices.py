@@ -14,6 +14,7 @@ given.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from functools import lru_cache
 from typing import Literal, get_args
@@ -121,6 +122,18 @@ def engine_malloc_env(mmap_threshold: int | None, *, environ: dict | None = None
     if mmap_threshold is None or "MALLOC_MMAP_THRESHOLD_" in environ:
         return {}
     return {"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+
+
+def malloc_trim() -> bool | None:
+    """Give the free pages of this process's malloc heaps back to the system (glibc's malloc_trim).
+
+    Returns whether any were released; None where the C library has no malloc_trim.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return bool(trim(0))
 
 
 def cuda_available() -> bool:

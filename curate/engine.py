@@ -11,12 +11,11 @@ functions so that the data stages and their tests start fast.
 
 from __future__ import annotations
 
-import ctypes
 import os
 from pathlib import Path
 
 from curate.config import Config, EngineConfig
-from curate.devices import cuda_available, engine_cpu_env, engine_malloc_env, resolve_dtype
+from curate.devices import cuda_available, engine_cpu_env, engine_malloc_env, malloc_trim, resolve_dtype
 from curate.model import resolve_model
 
 
@@ -61,18 +60,6 @@ def make_llm(config: Config, *, seed: int | None = None):
         seed=config.seed if seed is None else seed,
         trust_remote_code=config.model.trust_remote_code,
     )
-
-
-def malloc_trim() -> bool | None:
-    """Give the free pages of this process's malloc heaps back to the system (glibc's malloc_trim).
-
-    Returns whether any were released; None where the C library has no malloc_trim.
-    """
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return bool(trim(0))
 
 
 class WorkerMemory:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.devices import resolve_dtype, torch_dtype
+from curate.devices import malloc_trim, resolve_dtype, torch_dtype
 from curate.io import atomic_folder
 from trainers.config import TrainConfig
 from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
@@ -122,7 +122,12 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
         bias="none",
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    # Loading passes through the full-precision weights (quantized layer by layer for qlora)
+    # and glibc keeps what was freed: a 4-bit load of the bundled model held 784 MB above
+    # the process's start, 594 MB once trimmed (bench/bench_train.py, docs/training.md).
+    malloc_trim()
+    return model
 
 
 def to_dataset(fmt: PromptFormat, rows: list[dict]):
