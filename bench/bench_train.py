@@ -7,9 +7,14 @@ Each configuration runs in its own process (peak memory is per process) through 
 trainer code (trainers.qlora setup + fit) on the same rows, model and batch size. Memory
 is the process's peak resident set on CPU (torch.cuda.max_memory_allocated on GPU), also
 given above the process's footprint just before the model loads, which isolates what the
-model, activations and optimizer add. Tokens/s counts real (non-padding) tokens trained.
-The cases use `dtype: auto` (curate/devices.py) except `qlora_packed_bf16`, which forces
-bf16 compute: on a CPU without bf16 instructions the two differ by the software conversion.
+model, activations and optimizer add. On CPU the peak is also split: while loading (a
+4-bit load passes through the full-precision weights) and while training (VmHWM reset
+after the load), so the training peak compares what each method holds as it trains.
+Tokens/s counts real (non-padding) tokens trained.
+The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which force bf16:
+for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
+the software conversion), for `lora_packed_bf16` the base weights too, the issue's
+baseline. Cases checkpoint gradients (TrainConfig's default) unless named `_nogc`.
 Results go to docs/training.md by hand; timings on the shared CPU machines are noisy.
 """
 
@@ -31,14 +36,35 @@ CASES = {
     "lora_packed": {"method": "lora", "packing": True},
     "qlora_padded": {"method": "qlora", "packing": False},
     "qlora_packed_bf16": {"method": "qlora", "packing": True, "dtype": "bfloat16"},
+    # The issue's memory baseline is LoRA on a bf16 base; `auto` gives a float32 base on a CPU without bf16.
+    "lora_packed_bf16": {"method": "lora", "packing": True, "dtype": "bfloat16"},
+    # The cases above checkpoint gradients (TrainConfig's default); these keep every block's activations,
+    # as the shipped CPU config does.
+    "qlora_packed_nogc": {"method": "qlora", "packing": True, "gradient_checkpointing": False},
+    "lora_packed_nogc": {"method": "lora", "packing": True, "gradient_checkpointing": False},
+    "lora_packed_bf16_nogc": {"method": "lora", "packing": True, "dtype": "bfloat16", "gradient_checkpointing": False},
 }
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS: now, VmHWM: peak since start or the last reset), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb() -> float:
+    return status_mb("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Start VmHWM again from the current RSS (Linux: "5" to clear_refs), so the peak excludes loading."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path) -> dict:
@@ -57,16 +83,23 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     before = rss_mb()
     run = setup(snapshot, resolve_model(None), cfg, out_dir=out_dir / case)
     loaded = rss_mb()
+    load_peak = status_mb("VmHWM")
+    reset = run.device == "cpu" and reset_peak_rss()
     started = time.perf_counter()
     fit(run, resume=False)
     seconds = time.perf_counter() - started
+    train_peak = status_mb("VmHWM") if reset else None
     logs = [h for h in run.trainer.state.log_history if "num_tokens" in h]
     tokens = float(logs[-1]["num_tokens"]) if logs else float("nan")
     peak = peak_memory_mb(run.device)
     return {
         "case": case, **CASES[case], "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
         "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1) if run.device == "cpu" else None,
-        "after_load_above_start_mb": round(loaded - before, 1), "fit_seconds": round(seconds, 1),
+        "after_load_above_start_mb": round(loaded - before, 1),
+        # Peak while loading (a 4-bit load passes through the full-precision weights) and while training.
+        "load_peak_above_start_mb": round(load_peak - before, 1) if run.device == "cpu" else None,
+        "train_peak_above_start_mb": round(train_peak - before, 1) if train_peak is not None else None,
+        "fit_seconds": round(seconds, 1),
         "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1), "s_per_step": round(seconds / steps, 2),
     }
 
@@ -105,6 +138,11 @@ def main() -> None:
         summary["peak_qlora_over_lora"] = round(q["peak_mb"] / l["peak_mb"], 3)
         if q["peak_above_start_mb"] and l["peak_above_start_mb"]:
             summary["peak_above_start_qlora_over_lora"] = round(q["peak_above_start_mb"] / l["peak_above_start_mb"], 3)
+    for q, l in (("qlora_packed", "lora_packed"), ("qlora_packed", "lora_packed_bf16"),
+                 ("qlora_packed_nogc", "lora_packed_nogc"), ("qlora_packed_nogc", "lora_packed_bf16_nogc")):
+        if {q, l} <= by.keys() and by[q]["train_peak_above_start_mb"] and by[l]["train_peak_above_start_mb"]:
+            summary[f"train_peak_above_start_{q}_over_{l}"] = round(
+                by[q]["train_peak_above_start_mb"] / by[l]["train_peak_above_start_mb"], 3)
     if {"qlora_packed", "qlora_padded"} <= by.keys():
         summary["tokens_per_s_packed_over_padded"] = round(
             by["qlora_packed"]["tokens_per_s"] / by["qlora_padded"]["tokens_per_s"], 3)
