@@ -215,7 +215,7 @@ class VLLMGenerator:
                 gens = [Generation(o.text, o.finish_reason, len(o.token_ids)) for o in res.outputs]
                 self.tokens += sum(g.n_tokens for g in gens)
                 out[fits[k]] = gens
-            # Without this the CPU worker's heap grows with every call (curate.engine.WorkerMemory).
+            # Without this the CPU worker's heap grows faster (curate.engine.WorkerMemory).
             if self.release_memory:
                 started = time.perf_counter()
                 workers = release_free_memory(self.llm) or []

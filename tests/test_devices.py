@@ -61,4 +61,3 @@ def test_the_engines_malloc_threshold_is_set_only_when_configured_and_not_export
     assert config.model.engine.cpu_malloc_mmap_threshold == 131072
     with pytest.raises(ConfigError, match="cpu_malloc_mmap_threshold"):
         load_config("configs/banking77.yaml", ["model.engine.cpu_malloc_mmap_threshold=-1"])
-

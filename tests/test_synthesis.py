@@ -95,7 +95,7 @@ class StandInLLM:
 
 
 def test_the_engine_gives_its_freed_memory_back_after_every_generate_call():
-    """The CPU worker's heap grew ~0.7 GB over 1,272 prompts without it (curate.engine.WorkerMemory)."""
+    """glibc keeps what the CPU worker frees in its heap; the generator has it handed back (curate.engine.WorkerMemory)."""
     from curate.engine import release_free_memory
     from curate.synthesis import Request, VLLMGenerator
 
