@@ -55,12 +55,12 @@ class MemorySampler:
         self.peak_rss = 0.0
         self.peak_pss = 0.0
         self.samples: list[tuple[float, float, float, dict]] = []  # (t, rss, pss, pss by process: stage, VLLM::EngineCore, VLLM::Worker)
-        self.parts: dict[str, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._t0 = time.perf_counter()
 
-    def read(self) -> tuple[float, float]:
+    def read(self) -> tuple[float, float, dict[str, int]]:
+        """RSS and PSS summed over the processes, and each process's PSS (MB)."""
         import psutil
 
         rss = pss = 0.0
@@ -75,13 +75,12 @@ class MemorySampler:
             rss += info.rss / MB
             pss += part
             parts[name] = parts.get(name, 0.0) + part
-        self.parts = {k: round(v) for k, v in sorted(parts.items())}
-        return rss, pss
+        return rss, pss, {k: round(v) for k, v in sorted(parts.items())}
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            rss, pss = self.read()
-            self.samples.append((self.now(), round(rss), round(pss), self.parts))
+            rss, pss, parts = self.read()
+            self.samples.append((self.now(), round(rss), round(pss), parts))
             self.peak_rss, self.peak_pss = max(self.peak_rss, rss), max(self.peak_pss, pss)
             self._stop.wait(self.every)
 
@@ -90,7 +89,7 @@ class MemorySampler:
         return round(time.perf_counter() - self._t0, 1)
 
     def reset_peak(self) -> None:
-        self.peak_rss, self.peak_pss = self.read()
+        self.peak_rss, self.peak_pss, _ = self.read()
 
     def __enter__(self):
         self._thread.start()
@@ -173,12 +172,12 @@ def main() -> None:
                     "engine": config.model.engine.model_dump(), "batch_size": syn.batch_size, "out": args.out, "runs": []}
 
     with MemorySampler() as mem:
-        result["before_engine_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
+        result["before_engine_mb"] = dict(zip(("rss", "pss"), map(round, mem.read()[:2])))
         t0 = time.perf_counter()
         llm = make_llm(config)
         result["engine_start_s"] = round(time.perf_counter() - t0, 1)
         time.sleep(1.0)
-        result["engine_ready_mb"] = dict(zip(("rss", "pss"), map(round, mem.read())))
+        result["engine_ready_mb"] = dict(zip(("rss", "pss"), map(round, mem.read()[:2])))
         for n in sizes:
             plan = equal_plan(train, n)
             gen = VLLMGenerator(llm, batch_size=syn.batch_size, release_memory=not args.keep_freed_memory)

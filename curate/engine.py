@@ -74,17 +74,10 @@ class WorkerMemory:
     """
 
     def curate_malloc_trim(self) -> dict:
+        import psutil
+
         trimmed = malloc_trim()
-        return {"pid": os.getpid(), "trimmed": trimmed, "rss_mb": _rss_mb()}
-
-
-def _rss_mb() -> float | None:
-    """This process's resident memory, MB (Linux)."""
-    try:
-        with open("/proc/self/statm") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except (OSError, ValueError):
-        return None
+        return {"pid": os.getpid(), "trimmed": trimmed, "rss_mb": psutil.Process().memory_info().rss / 2**20}
 
 
 def release_free_memory(llm) -> list[dict] | None:

@@ -220,7 +220,7 @@ class VLLMGenerator:
                 started = time.perf_counter()
                 workers = release_free_memory(self.llm) or []
                 self.release_seconds += time.perf_counter() - started
-                self.worker_rss_mb.append(sum(w["rss_mb"] or 0.0 for w in workers) or None)
+                self.worker_rss_mb.append(sum(w["rss_mb"] for w in workers) or None)
         return out
 
 
