@@ -10,7 +10,9 @@ given above the process's footprint just before the model loads, which isolates 
 model, activations and optimizer add. On CPU the peak is also split: while loading (a
 4-bit load passes through the full-precision weights) and while training (VmHWM reset
 after the load), so the training peak compares what each method holds as it trains.
-Tokens/s counts real (non-padding) tokens trained.
+Tokens/s counts real (non-padding) tokens trained. The `_flat` cases pack as TRL's
+padding-free collator does, every packed row of a batch joined into one (the trainer's
+packing before trainers.packing kept the rows apart): the baseline of the packing figures.
 The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which force bf16:
 for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
 the software conversion), for `lora_packed_bf16` the base weights too, the issue's
@@ -35,6 +37,11 @@ CASES = {
     "qlora_packed": {"method": "qlora", "packing": True},
     "lora_packed": {"method": "lora", "packing": True},
     "qlora_padded": {"method": "qlora", "packing": False},
+    # TRL's padding-free batches (every packed row joined into one), the trainer's packing before
+    # trainers.packing kept the rows apart: the baseline of the packing figures
+    "qlora_packed_flat": {"method": "qlora", "packing": True, "flat_batches": True},
+    "lora_packed_flat": {"method": "lora", "packing": True, "flat_batches": True},
+    "lora_padded": {"method": "lora", "packing": False},
     "qlora_packed_bf16": {"method": "qlora", "packing": True, "dtype": "bfloat16"},
     # The memory baseline is LoRA on a bf16 base; `auto` gives a float32 base on a CPU without bf16.
     "lora_packed_bf16": {"method": "lora", "packing": True, "dtype": "bfloat16"},
@@ -76,8 +83,10 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     from trainers.qlora import fit, peak_memory_mb, setup
 
     torch.set_num_threads(threads)
+    spec = dict(CASES[case])
+    flat = spec.pop("flat_batches", False)
     cfg = TrainConfig(
-        **CASES[case], max_steps=steps, batch_size=batch, val_size=0, early_stopping_patience=0,
+        **spec, max_steps=steps, batch_size=batch, val_size=0, early_stopping_patience=0,
         eval_steps=10**6, logging_steps=1, max_seq_len=256, max_train_examples=steps * batch * 4, seed=0,
     )
     before = rss_mb()
@@ -86,7 +95,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     load_peak = status_mb("VmHWM")
     reset = run.device == "cpu" and reset_peak_rss()
     started = time.perf_counter()
-    fit(run, resume=False)
+    fit(run, resume=False, packed_rows=not flat)
     seconds = time.perf_counter() - started
     train_peak = status_mb("VmHWM") if reset else None
     logs = [h for h in run.trainer.state.log_history if "num_tokens" in h]
@@ -143,9 +152,12 @@ def main() -> None:
         if {q, l} <= by.keys() and by[q]["train_peak_above_start_mb"] and by[l]["train_peak_above_start_mb"]:
             summary[f"train_peak_above_start_{q}_over_{l}"] = round(
                 by[q]["train_peak_above_start_mb"] / by[l]["train_peak_above_start_mb"], 3)
-    if {"qlora_packed", "qlora_padded"} <= by.keys():
-        summary["tokens_per_s_packed_over_padded"] = round(
-            by["qlora_packed"]["tokens_per_s"] / by["qlora_padded"]["tokens_per_s"], 3)
+    for m in ("qlora", "lora"):
+        for packed, base in ((f"{m}_packed", f"{m}_padded"), (f"{m}_packed_flat", f"{m}_padded"),
+                             (f"{m}_packed", f"{m}_packed_flat")):
+            if {packed, base} <= by.keys():
+                summary[f"tokens_per_s_{packed}_over_{base}"] = round(
+                    by[packed]["tokens_per_s"] / by[base]["tokens_per_s"], 3)
     if {"qlora_packed", "qlora_packed_bf16"} <= by.keys():
         summary["tokens_per_s_auto_over_bf16"] = round(
             by["qlora_packed"]["tokens_per_s"] / by["qlora_packed_bf16"]["tokens_per_s"], 3)

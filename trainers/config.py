@@ -85,8 +85,9 @@ class TrainConfig(_Section):
     )
     max_train_examples: int | None = Field(None, gt=0, description="cap on training rows (quick runs, tests)")
     packing: bool = Field(
-        True, description="pack short examples into max_seq_len rows (best-fit decreasing); attention does not "
-        "cross examples (position ids restart; transformers builds a block-diagonal mask)"
+        True, description="pack short examples into max_seq_len rows (best-fit decreasing); a batch keeps its "
+        "rows apart and attention does not cross examples (position ids restart; transformers builds a "
+        "block-diagonal mask per row)"
     )
     gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")
     logging_steps: int = Field(5, gt=0, description="training loss / LR to TensorBoard every N steps")

@@ -353,15 +353,24 @@ def _common_prefix(a: str, b: str) -> int:
 
 
 def check_loss_mask(encoded: list[tuple[str, Encoded]], *, pad_token_id: int, padding_free: bool, batch_size: int) -> list[Violation]:
-    """Collate like the trainer (TRL's collator, packed/padding-free or padded) and verify the labels:
-    no loss on prompt or padding positions, loss on every completion token (the stop token included)."""
+    """Collate like the trainer and verify the labels: no loss on prompt or padding positions, loss on
+    every completion token (the stop token included). With packing (`padding_free`) each batch's
+    examples go into one packed row through the trainer's collator (trainers.packing); without, TRL's
+    collator pads them."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    collator = DataCollatorForLanguageModeling(pad_token_id=pad_token_id, padding_free=padding_free)
+    from trainers.packing import PackedRowsCollator
+
+    collator = PackedRowsCollator(pad_token_id) if padding_free else DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
     out: list[Violation] = []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
-        batch = collator([{"input_ids": e.input_ids, "labels": e.labels} for _, e in chunk])
+        if padding_free:
+            batch = collator([{"input_ids": [t for _, e in chunk for t in e.input_ids],
+                               "labels": [t for _, e in chunk for t in e.labels],
+                               "seq_lengths": [len(e.input_ids) for _, e in chunk]}])
+        else:
+            batch = collator([{"input_ids": e.input_ids, "labels": e.labels} for _, e in chunk])
         labels = batch["labels"]
         offset = 0
         for j, (row_id, e) in enumerate(chunk):

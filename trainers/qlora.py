@@ -10,7 +10,8 @@ setup -> fit -> validate -> save_checkpoint, shaped like litgpt's finetune/lora.
                      allow_format_violations), load the base (4-bit NF4 + double quant for qlora, bf16
                      for lora) and wrap it with LoRA adapters
     fit              SFTTrainer: loss on completions only (labels are -100 on the prompt, built by
-                     trainers.format), best-fit-decreasing packing without attention across examples,
+                     trainers.format), best-fit-decreasing packing without attention across examples
+                     (packed rows stay apart in the batch: trainers.packing),
                      gradient checkpointing, warmup + cosine, validation loss every eval_steps with early
                      stopping, checkpoints every eval_steps and resume from the latest after a crash,
                      TensorBoard logs in <run>/tb
@@ -192,12 +193,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
 
 
-def fit(run: Run, *, resume: bool = True, callbacks: list | None = None):
-    """Train with SFTTrainer; resumes from the latest complete checkpoint in the run folder."""
+def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_rows: bool = True):
+    """Train with SFTTrainer; resumes from the latest complete checkpoint in the run folder.
+
+    With packing, `packed_rows` keeps the batch's packed rows apart (trainers.packing); False
+    gives TRL's padding-free batch, every row joined into one, which is only for varlen
+    attention kernels (and the packing benchmark's baseline)."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
     from trl import SFTConfig, SFTTrainer
+
+    from trainers.packing import PackedRowsSFTTrainer
 
     cfg = run.cfg
     early = cfg.early_stopping_patience > 0 and bool(run.val_rows)
@@ -205,7 +212,7 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None):
         output_dir=str(run.run_dir / "checkpoints"),
         max_length=cfg.max_seq_len,
         packing=cfg.packing,
-        packing_strategy="bfd",  # best-fit decreasing: whole examples only, never cut; padding-free batches
+        packing_strategy="bfd",  # best-fit decreasing: whole examples only, never cut
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -241,7 +248,10 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None):
     cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt)]
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = SFTTrainer(
+    # TRL's padding-free collator joins a batch's packed rows into one, which only varlen kernels
+    # (flash attention) handle without waste; SDPA and eager attention get the rows apart
+    trainer_cls = PackedRowsSFTTrainer if packed_rows else SFTTrainer
+    trainer = trainer_cls(
         model=run.model,
         args=args,
         train_dataset=to_dataset(run.fmt, run.train_rows),
