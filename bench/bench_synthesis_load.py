@@ -152,9 +152,11 @@ def main() -> None:
                     help="run the baseline and the default one after the other, each with its own engine, side by side")
     args = ap.parse_args()
     if args.compare:
-        argv = [a for a in sys.argv[1:] if a != "--compare"]
-        if "--out" in argv:
-            del argv[argv.index("--out"):argv.index("--out") + 2]
+        argv, skip = [], False  # every flag but --compare and --out (each variant gets its own folder)
+        for a in sys.argv[1:]:
+            if not skip and a != "--compare" and a != "--out" and not a.startswith("--out="):
+                argv.append(a)
+            skip = a == "--out" and not skip
         compare(argv, Path(args.out))
         return
     sizes = sorted(int(s) for s in args.prompts.split(","))

@@ -11,6 +11,7 @@ functions so that the data stages and their tests start fast.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -87,13 +88,21 @@ def release_free_memory(llm) -> list[dict] | None:
     an engine not built by build_llm, or a stand-in without collective_rpc, which is left
     alone: its memory is only not returned.
     """
+    global _release_failed_logged
     rpc = getattr(llm, "collective_rpc", None)
     if rpc is None:
         return None
     try:
         return list(rpc("curate_malloc_trim", timeout=60))
-    except Exception:  # noqa: BLE001 - an engine built elsewhere lacks the method
+    except Exception as exc:  # noqa: BLE001 - an engine built elsewhere lacks the method; a timeout
+        if not _release_failed_logged:  # once per process: the run goes on, only memory is not returned
+            _release_failed_logged = True
+            logging.getLogger(__name__).warning("the engine's workers did not release their free memory: %s: %s",
+                                                type(exc).__name__, exc)
         return None
+
+
+_release_failed_logged = False
 
 
 def chat(llm, conversations: list[list[dict]], *, max_tokens: int, temperature: float = 0.0, seed: int | None = None) -> list[str]:

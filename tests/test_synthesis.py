@@ -114,6 +114,22 @@ def test_the_engine_gives_its_freed_memory_back_after_every_generate_call():
     assert release_free_memory(object()) is None
 
 
+def test_a_failed_release_is_logged_once_and_the_run_goes_on(caplog, monkeypatch):
+    import curate.engine
+    from curate.engine import release_free_memory
+
+    class NoMethod:
+        def collective_rpc(self, method, timeout=None):
+            raise AttributeError(f"'Worker' object has no attribute {method!r}")
+
+    monkeypatch.setattr(curate.engine, "_release_failed_logged", False)
+    with caplog.at_level("WARNING", logger="curate.engine"):
+        assert release_free_memory(NoMethod()) is None
+        assert release_free_memory(NoMethod()) is None
+    warned = [r.getMessage() for r in caplog.records if r.name == "curate.engine"]
+    assert len(warned) == 1 and "did not release" in warned[0] and "AttributeError" in warned[0]
+
+
 def test_a_prompt_longer_than_the_context_is_a_reject_and_the_batch_goes_on():
     """The engine would refuse the whole generate() call; the generator answers that prompt itself."""
     from curate.synthesis import PROMPT_TOO_LONG, Request, VLLMGenerator
