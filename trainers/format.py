@@ -334,7 +334,7 @@ class PromptFormat:
             found, enc = self.check_row(str(row["row_id"]), row["input"], row["output"], max_seq_len)
             violations += found
             encoded.append((str(row["row_id"]), enc))
-        violations += check_loss_mask(encoded, pad_token_id=self._pad_id(), padding_free=packing, batch_size=batch_size)
+        violations += check_loss_mask(encoded, pad_token_id=self._pad_id(), packing=packing, batch_size=batch_size)
         lengths = [len(e.input_ids) for _, e in encoded] or [0]
         return FormatReport(len(encoded), violations, max(lengths), sum(lengths) / len(lengths), asdict(self.spec))
 
@@ -352,20 +352,20 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def check_loss_mask(encoded: list[tuple[str, Encoded]], *, pad_token_id: int, padding_free: bool, batch_size: int) -> list[Violation]:
+def check_loss_mask(encoded: list[tuple[str, Encoded]], *, pad_token_id: int, packing: bool, batch_size: int) -> list[Violation]:
     """Collate like the trainer and verify the labels: no loss on prompt or padding positions, loss on
-    every completion token (the stop token included). With packing (`padding_free`) each batch's
+    every completion token (the stop token included). With packing each batch's
     examples go into one packed row through the trainer's collator (trainers.packing); without, TRL's
     collator pads them."""
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from trainers.packing import PackedRowsCollator
 
-    collator = PackedRowsCollator(pad_token_id) if padding_free else DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
+    collator = PackedRowsCollator(pad_token_id) if packing else DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
     out: list[Violation] = []
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
-        if padding_free:
+        if packing:
             batch = collator([{"input_ids": [t for _, e in chunk for t in e.input_ids],
                                "labels": [t for _, e in chunk for t in e.labels],
                                "seq_lengths": [len(e.input_ids) for _, e in chunk]}])
@@ -375,7 +375,7 @@ def check_loss_mask(encoded: list[tuple[str, Encoded]], *, pad_token_id: int, pa
         offset = 0
         for j, (row_id, e) in enumerate(chunk):
             n, p = len(e.input_ids), len(e.prompt_ids)
-            if padding_free:
+            if packing:
                 seg = labels[0, offset:offset + n].tolist()
                 offset += n
                 tail = []

@@ -110,11 +110,12 @@ def test_doubled_bos_and_role_mismatch_and_truncation(tokenizer, tmp_path):
 def test_loss_mask_check_catches_unmasked_prompt_and_padding(tokenizer, tmp_path):
     fmt = make(tokenizer, tmp_path, None)
     encs = [(r["row_id"], fmt.encode(r["input"], r["output"])) for r in ROWS]
-    for padding_free in (True, False):
-        assert check_loss_mask(encs, pad_token_id=2, padding_free=padding_free, batch_size=2) == []
+    for packing in (True, False):
+        assert check_loss_mask(encs, pad_token_id=2, packing=packing, batch_size=2) == []
     encs[1][1].labels = list(encs[1][1].input_ids)  # loss on the prompt: a broken masking step
-    found = check_loss_mask(encs, pad_token_id=2, padding_free=False, batch_size=8)
-    assert [(v.row_id, v.check, v.detail) for v in found] == [("r2", "loss_mask", "loss on a prompt token")]
+    for packing in (True, False):
+        found = check_loss_mask(encs, pad_token_id=2, packing=packing, batch_size=8)
+        assert [(v.row_id, v.check, v.detail) for v in found] == [("r2", "loss_mask", "loss on a prompt token")]
 
 
 def test_format_travels_with_the_folder(tokenizer, tmp_path):
