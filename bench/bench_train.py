@@ -6,13 +6,16 @@
 Each configuration runs in its own process (peak memory is per process) through the real
 trainer code (trainers.qlora setup + fit) on the same rows, model and batch size. Memory
 is the process's peak resident set on CPU (torch.cuda.max_memory_allocated on GPU), also
-given above the process's footprint just before the model loads, which isolates what the
-model, activations and optimizer add. On CPU the peak is also split: while loading (a
-4-bit load passes through the full-precision weights) and while training (VmHWM reset
-after the load), so the training peak compares what each method holds as it trains.
+given above the process's footprint just before the model loads (the libraries already
+imported), which isolates what the model, activations and optimizer add. On CPU the peak
+is also split: while loading (a 4-bit load passes through the full-precision weights) and
+while training (VmHWM reset after the load), so the training peak compares what each
+method holds as it trains.
 Tokens/s counts real (non-padding) tokens trained. The `_flat` cases pack as TRL's
 padding-free collator does, every packed row of a batch joined into one (the trainer's
 packing before trainers.packing kept the rows apart): the baseline of the packing figures.
+The `_allpos` cases run TRL's LM head over every position, its default on the CPU, where the
+trainer runs it only on labelled positions (trainers.sft).
 The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which force bf16:
 for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
 the software conversion), for `lora_packed_bf16` the base weights too, the issue's
@@ -45,6 +48,10 @@ CASES = {
     # A quarter of --batch in packed rows: about the tokens of a padded batch of --batch banking77
     # examples (~4 examples a 256-token row), so a step of each holds the same work
     "qlora_packed_quarter": {"method": "qlora", "packing": True, "batch_fraction": 0.25},
+    # TRL's LM head over every position, its default on the CPU (the trainer runs it only where a label
+    # is, trainers.sft): the baseline of the head figures
+    "qlora_packed_allpos": {"method": "qlora", "packing": True, "all_positions": True},
+    "qlora_padded_allpos": {"method": "qlora", "packing": False, "all_positions": True},
     "qlora_packed_bf16": {"method": "qlora", "packing": True, "dtype": "bfloat16"},
     # The memory baseline is LoRA on a bf16 base; `auto` gives a float32 base on a CPU without bf16.
     "lora_packed_bf16": {"method": "lora", "packing": True, "dtype": "bfloat16"},
@@ -85,9 +92,16 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     from trainers.config import TrainConfig
     from trainers.qlora import fit, peak_memory_mb, setup
 
+    # The libraries load before the baseline: every case loads them alike (~290 MB here), and
+    # what the cases compare is what the model and its training add.
+    import bitsandbytes  # noqa: F401
+    import peft  # noqa: F401
+    from trl import SFTTrainer  # noqa: F401
+
     torch.set_num_threads(threads)
     spec = dict(CASES[case])
     flat = spec.pop("flat_batches", False)
+    all_positions = spec.pop("all_positions", False)
     batch = max(1, round(batch * spec.pop("batch_fraction", 1.0)))
     cfg = TrainConfig(
         **spec, max_steps=steps, batch_size=batch, val_size=0, early_stopping_patience=0,
@@ -99,7 +113,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     load_peak = status_mb("VmHWM")
     reset = run.device == "cpu" and reset_peak_rss()
     started = time.perf_counter()
-    fit(run, resume=False, packed_rows=not flat)
+    fit(run, resume=False, packed_rows=not flat, labelled_only=not all_positions)
     seconds = time.perf_counter() - started
     train_peak = status_mb("VmHWM") if reset else None
     logs = [h for h in run.trainer.state.log_history if "num_tokens" in h]
@@ -162,6 +176,10 @@ def main() -> None:
             if {packed, base} <= by.keys():
                 summary[f"tokens_per_s_{packed}_over_{base}"] = round(
                     by[packed]["tokens_per_s"] / by[base]["tokens_per_s"], 3)
+    for case in ("qlora_packed", "qlora_padded"):
+        if {case, f"{case}_allpos"} <= by.keys():
+            summary[f"tokens_per_s_{case}_over_{case}_allpos"] = round(
+                by[case]["tokens_per_s"] / by[f"{case}_allpos"]["tokens_per_s"], 3)
     if {"qlora_packed", "qlora_packed_bf16"} <= by.keys():
         summary["tokens_per_s_auto_over_bf16"] = round(
             by["qlora_packed"]["tokens_per_s"] / by["qlora_packed_bf16"]["tokens_per_s"], 3)

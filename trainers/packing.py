@@ -11,16 +11,15 @@ the attention work of B separate rows, most of it masked out.
 right, with position ids that restart at every example and no attention mask. From those
 position ids transformers builds a block-diagonal causal mask per row
 (`masking_utils.find_packed_sequence_indices`), so no example attends to another, and the
-attention work is B·L², as for padded batches. `PackedRowsSFTTrainer` is TRL's SFTTrainer with
-this collator, and it counts the trained tokens of every row (TRL counts one row's width when
-a batch has position ids and no attention mask).
+attention work is B·L², as for padded batches. `trainers.sft.CurateSFTTrainer` trains with this
+collator and counts the trained tokens of every row (TRL counts one row's width when a batch
+has position ids and no attention mask).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from trl import SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from trainers.format import IGNORE_INDEX
@@ -63,24 +62,3 @@ def real_tokens(position_ids) -> int:
     nonzero = position_ids != 0
     ends = position_ids.shape[-1] - nonzero.flip(-1).int().argmax(-1)
     return int(ends.where(nonzero.any(-1), 0).sum())
-
-
-class PackedRowsSFTTrainer(SFTTrainer):
-    """SFTTrainer whose packed batches keep their rows apart (PackedRowsCollator)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.padding_free:  # packing: replace TRL's collator, which joins the rows
-            self.data_collator = PackedRowsCollator(pad_token_id=self.data_collator.pad_token_id)
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        import torch
-
-        before = self._total_train_tokens
-        out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        position_ids = inputs.get("position_ids")
-        if self.model.training and "attention_mask" not in inputs and position_ids is not None and position_ids.shape[0] > 1:
-            n = torch.tensor(real_tokens(position_ids), device=position_ids.device)
-            self._total_train_tokens = before + int(self.accelerator.gather_for_metrics(n).sum().item())
-            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-        return out

@@ -193,18 +193,20 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
 
 
-def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_rows: bool = True):
-    """Train with SFTTrainer; resumes from the latest complete checkpoint in the run folder.
+def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_rows: bool = True,
+        labelled_only: bool = True):
+    """Train with SFTTrainer (trainers.sft); resumes from the latest complete checkpoint in the run folder.
 
     With packing, `packed_rows` keeps the batch's packed rows apart (trainers.packing); False
     gives TRL's padding-free batch, every row joined into one, which is only for varlen
-    attention kernels (and the packing benchmark's baseline)."""
+    attention kernels. `labelled_only` runs the LM head only where a label is, on the CPU too;
+    False gives TRL's head over every position there. Both False only for the benchmark's baselines."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
-    from trainers.packing import PackedRowsSFTTrainer
+    from trainers.sft import CurateSFTTrainer
 
     cfg = run.cfg
     early = cfg.early_stopping_patience > 0 and bool(run.val_rows)
@@ -248,16 +250,15 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
     cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt)]
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    # TRL's padding-free collator joins a batch's packed rows into one, which only varlen kernels
-    # (flash attention) handle without waste; SDPA and eager attention get the rows apart
-    trainer_cls = PackedRowsSFTTrainer if packed_rows else SFTTrainer
-    trainer = trainer_cls(
+    trainer = CurateSFTTrainer(
         model=run.model,
         args=args,
         train_dataset=to_dataset(run.fmt, run.train_rows),
         eval_dataset=to_dataset(run.fmt, run.val_rows) if run.val_rows else None,
         processing_class=run.fmt.tokenizer,
         callbacks=cbs + list(callbacks or []),
+        packed_rows=packed_rows,
+        labelled_only=labelled_only,
     )
     run.trainer = trainer
     ckpt = latest_checkpoint(run.run_dir) if resume else None
