@@ -18,6 +18,7 @@ deterministic filters are never retried.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task, unmapped
@@ -31,6 +32,12 @@ from curate.model import resolve_model
 from curate.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
 from curate.review import record_review, review_status
 from curate.snapshot import read_manifest
+
+
+def artifact_key(name: str, what: str) -> str:
+    """A Prefect artifact key for a dataset's artifact: Prefect takes lowercase letters, digits and
+    dashes only, and a dataset name may also hold `_` and `.` (banking77_full)."""
+    return re.sub(r"[^a-z0-9-]", "-", f"{name}-{what}".lower())
 
 
 def with_runner(flow_obj, config_path: str, overrides: list[str] | None = None):
@@ -101,7 +108,7 @@ def balance(config_path: str, overrides: list[str], prev: str) -> str:
 def synthesize(config_path: str, overrides: list[str], prev: str) -> str:
     folder = pipeline.step_synthesize(config_path, overrides, Path(prev))
     totals = (Path(folder) / "synthesis.json").read_text()
-    create_markdown_artifact(key=f"{load_config(config_path, overrides).name}-synthesis", markdown=f"```json\n{totals}\n```\n",
+    create_markdown_artifact(key=artifact_key(load_config(config_path, overrides).name, "synthesis"), markdown=f"```json\n{totals}\n```\n",
                              description="Synthesis totals per class and reason")
     return str(folder)
 
@@ -111,11 +118,11 @@ def snapshot(config_path: str, overrides: list[str], stage_dirs: list[str], mode
     folder = pipeline.step_snapshot(config_path, overrides, [Path(d) for d in stage_dirs], extra={"model": model_dir})
     manifest = read_manifest(folder)
     create_table_artifact(
-        key=f"{manifest['name']}-funnel", table=funnel_rows(manifest), description="Rows per stage and reason"
+        key=artifact_key(manifest["name"], "funnel"), table=funnel_rows(manifest), description="Rows per stage and reason"
     )
-    create_markdown_artifact(key=f"{manifest['name']}-snapshot", markdown=manifest_markdown(manifest, folder))
-    create_table_artifact(key=f"{manifest['name']}-class-mix", table=class_rows(manifest), description="Train rows per class")
-    create_markdown_artifact(key=f"{manifest['name']}-class-mix-chart", markdown=class_mix_chart(manifest),
+    create_markdown_artifact(key=artifact_key(manifest["name"], "snapshot"), markdown=manifest_markdown(manifest, folder))
+    create_table_artifact(key=artifact_key(manifest["name"], "class-mix"), table=class_rows(manifest), description="Train rows per class")
+    create_markdown_artifact(key=artifact_key(manifest["name"], "class-mix-chart"), markdown=class_mix_chart(manifest),
                              description="Train rows per class before and after curation")
     return str(folder)
 
@@ -125,7 +132,7 @@ def diff(config_path: str, overrides: list[str], snapshot_dir: str) -> str:
     """The dataset diff of this snapshot against its predecessor, as a Prefect artifact."""
     config = load_config(config_path, overrides)
     markdown = diff_markdown(snapshot_dir, root=resolve_path(config.output.snapshots))
-    create_markdown_artifact(key=f"{config.name}-diff", markdown=markdown, description="Dataset diff against the previous snapshot")
+    create_markdown_artifact(key=artifact_key(config.name, "diff"), markdown=markdown, description="Dataset diff against the previous snapshot")
     return markdown
 
 
@@ -161,7 +168,7 @@ def format_check(config_path: str, overrides: list[str], snapshot_dir: str, mode
     from trainers.format import FormatViolationError
 
     report = training.step_format_check(config_path, overrides, snapshot_dir, model_dir)
-    create_markdown_artifact(key=f"{load_config(config_path, overrides).name}-format-check",
+    create_markdown_artifact(key=artifact_key(load_config(config_path, overrides).name, "format-check"),
                              markdown=training.format_markdown(report), description="Token-level format check before training")
     if report["refusal"]:
         raise FormatViolationError(report["refusal"])
@@ -172,7 +179,7 @@ def format_check(config_path: str, overrides: list[str], snapshot_dir: str, mode
 def train(config_path: str, overrides: list[str], snapshot_dir: str, model_dir: str) -> str:
     """QLoRA/LoRA training; a retry (or a re-run) resumes from the latest checkpoint."""
     adapter = training.step_train(config_path, overrides, snapshot_dir, model_dir)
-    create_table_artifact(key=f"{load_config(config_path, overrides).name}-training", table=training.training_rows(adapter),
+    create_table_artifact(key=artifact_key(load_config(config_path, overrides).name, "training"), table=training.training_rows(adapter),
                           description=f"Training of {adapter}")
     return str(adapter)
 
@@ -182,7 +189,7 @@ def evaluate(config_path: str, overrides: list[str], adapter_dir: str, snapshot_
     """The adapter against the base model on the eval split (vLLM, LoRA requests)."""
     folder = training.step_evaluate(config_path, overrides, adapter_dir, snapshot_dir)
     name = load_config(config_path, overrides).name
-    create_table_artifact(key=f"{name}-evaluation", table=training.evaluation_rows(folder),
+    create_table_artifact(key=artifact_key(name, "evaluation"), table=training.evaluation_rows(folder),
                           description=f"Evaluation on the eval split ({folder})")
     return str(folder)
 
@@ -225,6 +232,6 @@ def curate_and_train(
         if cfg.train.evaluate:
             result["evaluation"] = evaluate(config, overrides, result["adapter"], folder)
         pipeline.write_run_record(cfg, folder, stage_dirs, record=record, extra=result)
-    create_markdown_artifact(key=f"{cfg.name}-outputs", markdown="\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",
+    create_markdown_artifact(key=artifact_key(cfg.name, "outputs"), markdown="\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",
                              description="Where this run's snapshot and adapter are")
     return result

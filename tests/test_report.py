@@ -1,5 +1,7 @@
 """curate.report: the class-mix chart artifact."""
 
+import pytest
+
 from curate.report import class_mix_chart
 
 
@@ -15,3 +17,16 @@ def test_class_mix_chart_bars_follow_the_counts():
     assert "| 300 | 150 | 150 |" in big and big.count("█") == 15 and big.count("░") == 30
     assert "| 30 | 30 | 45 |" in small and small.count("█") == 3 and small.count("░") == 3
     assert md.index("| big ") < md.index("| small ")  # largest class first
+
+
+def test_artifact_keys_of_any_dataset_name_are_ones_prefect_accepts():
+    from prefect.artifacts import MarkdownArtifact
+
+    from flows.curate_and_train import artifact_key
+
+    for name in ("banking77", "banking77_full", "support.v2"):  # curate/config.py allows _ and .
+        key = artifact_key(name, "class-mix")
+        assert MarkdownArtifact(key=key, markdown="x").key == key
+    assert artifact_key("banking77_full", "synthesis") == "banking77-full-synthesis"
+    with pytest.raises(ValueError, match="lowercase letters, numbers, and dashes"):  # what the rewrite avoids
+        MarkdownArtifact(key="banking77_full-synthesis", markdown="x")
