@@ -294,7 +294,7 @@ def model_check(
 ) -> None:
     """Load the configured model in the vLLM engine and answer one prompt (greedy)."""
     from curate.config import ConfigError, load_config
-    from curate.engine import chat, make_llm
+    from curate.engine import chat, exit_now, make_llm
 
     try:
         cfg = load_config(config)
@@ -306,6 +306,7 @@ def model_check(
     answer = chat(llm, [[{"role": "user", "content": prompt}]], max_tokens=max_tokens)[0]
     console.print(f"engine start {loaded - started:.1f}s, answer in {time.perf_counter() - loaded:.2f}s")
     console.print(f"[bold]answer:[/] {answer}", highlight=False)
+    exit_now(0)  # vLLM's own shutdown waits ~10 s for its processes before it kills them
 
 
 @snap_app.command("list")

@@ -134,12 +134,15 @@ def exit_now(code: int = 0) -> None:
     with os._exit; first it kills its own descendants (the engine core and its worker),
     which would otherwise outlive it holding the model's memory.
     """
+    import logging
     import sys
 
     import psutil
 
     sys.stdout.flush()
     sys.stderr.flush()
+    # vLLM's client sees its engine go and logs "engine core exited unexpectedly": it is expected here
+    logging.disable(logging.CRITICAL)
     children = psutil.Process().children(recursive=True)
     for child in children:
         try:

@@ -200,7 +200,8 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
     With packing, `packed_rows` keeps the batch's packed rows apart (trainers.packing); False
     gives TRL's padding-free batch, every row joined into one, which is only for varlen
     attention kernels. `labelled_only` runs the LM head only where a label is, on the CPU too;
-    False gives TRL's head over every position there. Both False only for the benchmark's baselines."""
+    False gives TRL's head over every position there. The False settings are the benchmark's
+    baselines (bench/bench_train.py)."""
     from torch.utils.tensorboard import SummaryWriter
     from transformers import EarlyStoppingCallback
     from transformers.integrations import TensorBoardCallback
