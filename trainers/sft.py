@@ -15,7 +15,7 @@ positions on the CPU too. The loss, its gradient and the logged metrics are the 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from trl import SFTTrainer
 
@@ -55,10 +55,7 @@ class CurateSFTTrainer(SFTTrainer):
         import torch
 
         before = self._total_train_tokens
-        if self.labelled_only:
-            with labelled_positions_only():
-                out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        else:
+        with labelled_positions_only() if self.labelled_only else nullcontext():
             out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
         position_ids = inputs.get("position_ids")
         if self.model.training and "attention_mask" not in inputs and position_ids is not None and position_ids.shape[0] > 1:

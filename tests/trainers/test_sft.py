@@ -40,7 +40,7 @@ def test_the_cpu_head_scores_only_labelled_positions_and_trains_the_same(model, 
     import torch
     import trl.trainer.utils as trl_utils
 
-    # completions only: 3 + 2 + 2 labelled tokens among 18 positions (padding included)
+    # completions only: 3 + 2 + 2 labelled tokens among 18 tokens (26 positions with the padding)
     rows = [
         {"input_ids": A + B, "labels": [IGNORE_INDEX] * 3 + A[3:] + [IGNORE_INDEX] * 5 + B[5:], "seq_lengths": [6, 7]},
         {"input_ids": C, "labels": [IGNORE_INDEX] * 3 + C[3:]},
