@@ -19,7 +19,8 @@ trainer runs it only on labelled positions (trainers.sft).
 The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which force bf16:
 for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
 the software conversion), for `lora_packed_bf16` the base weights too, the issue's
-baseline. Cases checkpoint gradients (TrainConfig's default) unless named `_nogc`.
+baseline. Cases checkpoint gradients (TrainConfig's default) unless named `_nogc`. The `_noinstr`
+cases train the format without the instruction (format.include_instruction: false).
 Results go to docs/training.md by hand; timings on the shared CPU machines are noisy.
 """
 
@@ -36,6 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+NO_INSTRUCTION = {"template": "templates/formats/chatml.jinja", "include_instruction": False}
 CASES = {
     "qlora_packed": {"method": "qlora", "packing": True},
     "lora_packed": {"method": "lora", "packing": True},
@@ -60,6 +62,15 @@ CASES = {
     "qlora_packed_nogc": {"method": "qlora", "packing": True, "gradient_checkpointing": False},
     "lora_packed_nogc": {"method": "lora", "packing": True, "gradient_checkpointing": False},
     "lora_packed_bf16_nogc": {"method": "lora", "packing": True, "dtype": "bfloat16", "gradient_checkpointing": False},
+    # The tuned model's format without the instruction (format.include_instruction: false, ChatML with no
+    # system turn): banking77 rows of ~28 tokens instead of ~57, as configs/banking77_full.yaml trains.
+    # ~9 of them fill a 256-token row, so the cases draw from 9 rows per batch slot a step instead of 4.
+    "qlora_packed_noinstr": {"method": "qlora", "packing": True, "format": NO_INSTRUCTION, "rows_per_slot": 9},
+    "qlora_padded_noinstr": {"method": "qlora", "packing": False, "format": NO_INSTRUCTION, "rows_per_slot": 9},
+    "lora_packed_noinstr_nogc": {"method": "lora", "packing": True, "format": NO_INSTRUCTION, "rows_per_slot": 9,
+                                 "gradient_checkpointing": False},
+    "lora_padded_noinstr_nogc": {"method": "lora", "packing": False, "format": NO_INSTRUCTION, "rows_per_slot": 9,
+                                 "gradient_checkpointing": False},
 }
 
 
@@ -103,9 +114,10 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     flat = spec.pop("flat_batches", False)
     all_positions = spec.pop("all_positions", False)
     batch = max(1, round(batch * spec.pop("batch_fraction", 1.0)))
+    rows = steps * batch * spec.pop("rows_per_slot", 4)  # ~4 banking77 rows fill a 256-token packed row
     cfg = TrainConfig(
         **spec, max_steps=steps, batch_size=batch, val_size=0, early_stopping_patience=0,
-        eval_steps=10**6, logging_steps=1, max_seq_len=256, max_train_examples=steps * batch * 4, seed=0,
+        eval_steps=10**6, logging_steps=1, max_seq_len=256, max_train_examples=rows, seed=0,
     )
     before = rss_mb()
     run = setup(snapshot, resolve_model(None), cfg, out_dir=out_dir / case)

@@ -74,7 +74,12 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
     assert len(snaps) == 1
     adapters = list((tmp_path / "adapters" / "banking77").glob("*/adapter/adapter_model.safetensors"))
     assert len(adapters) == 1 and json.loads((adapters[0].parent / "train_meta.json").read_text())["global_step"] == 2
-    assert list(adapters[0].parent.parent.glob("eval-*/report.json"))
+    reports = list(adapters[0].parent.parent.glob("eval-*/report.json"))
+    assert len(reports) == 1
+    systems = json.loads(reports[0].read_text())["systems"]
+    tuned, guided = systems["tuned"], systems["tuned, guided choice"]
+    assert tuned["n"] == guided["n"] == 16  # train.eval_max_rows
+    assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
     arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
     for key in ("banking77-funnel", "banking77-class-mix", "banking77-class-mix-chart", "banking77-snapshot", "banking77-diff",
                 "banking77-format-check", "banking77-training", "banking77-evaluation", "banking77-outputs"):

@@ -179,14 +179,14 @@ def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskIn
 def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_model: str | Path | None = None,
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
-             max_new_tokens: int | None = None, guided: bool = True) -> dict:
+             max_new_tokens: int | None = None, guided: bool = True, merged: bool = False) -> dict:
     """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
 
     With `guided` (classification, vLLM), each system is also scored with its answer constrained
     to the label set (vLLM guided choice): how the model is served in practice. The free
     systems measure what the model learned on its own (format compliance).
     """
-    from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model
+    from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model, merge_adapter
 
     snapshot_dir = Path(snapshot_dir)
     if adapter_dir is None and base_model is None:
@@ -219,15 +219,24 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         if shots > 0:
             systems.append((f"base {shots}-shot", bfmt, pick_shots(read_rows(snapshot_dir, "train"), shots, seed), False, None))
 
-    llm = None
+    out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    llm, llm_serves = None, None
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
     for name, fmt, shot_rows, with_adapter, choices in systems:
         prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
         if engine == "vllm":
-            if llm is None:
-                llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None)
-            gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter else None,
+            # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
+            serves = "merged" if merged and with_adapter else "base"
+            if llm_serves != serves:
+                llm = None  # the merged engine goes before the base one starts
+                if serves == "merged":
+                    llm = _make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
+                else:
+                    llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged)
+                llm_serves = serves
+            gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
                                  max_new_tokens=max_new_tokens, llm=llm, choices=choices)
         else:
             if with_adapter not in models:
@@ -238,13 +247,13 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         results[name]["prompt_tokens_mean"] = round(sum(map(len, prompts)) / max(len(prompts), 1), 1)
         predictions[name] = gens
 
-    out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
-    out.mkdir(parents=True, exist_ok=True)
     report = {
         "snapshot": str(snapshot_dir),
         "adapter": str(adapter_dir) if adapter_dir is not None else None,
         "base_model": str(base),
         "engine": engine,
+        # how vLLM served the adapter: a LoRARequest on the base, or its weights merged into the base
+        "adapter_served": None if adapter_dir is None else ("merged" if merged and engine == "vllm" else "lora"),
         "task_kind": task.kind,
         "eval_rows": len(rows),
         "shots": shots,
@@ -309,6 +318,9 @@ if __name__ == "__main__":
     ap.add_argument("--shots", type=int, default=5)
     ap.add_argument("--max-examples", type=int, default=None)
     ap.add_argument("--no-guided", action="store_true", help="skip the label-constrained (guided choice) systems")
+    ap.add_argument("--merged", action="store_true",
+                    help="serve the adapter merged into the base weights instead of as a LoRA request (vLLM on a "
+                    "CPU: its LoRA ops copy the adapter's weights for every token, minutes per thousand rows)")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     snap = a.snapshot
@@ -317,7 +329,7 @@ if __name__ == "__main__":
     rep = evaluate(None if a.base_only else a.adapter, resolve_snapshot(snap),
                    base_model=resolve_model(None) if a.base_only else None, engine=a.engine, shots=a.shots,
                    baseline=not a.no_baseline, max_examples=a.max_examples, out_dir=a.out,
-                   guided=not a.no_guided)
+                   guided=not a.no_guided, merged=a.merged)
     print(Path(rep["files"]["markdown"]).read_text(), flush=True)
     if a.engine == "vllm":
         from curate.engine import exit_now

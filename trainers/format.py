@@ -170,10 +170,10 @@ class FormatReport:
         }
 
 
-def system_prompt(task: TaskInfo, include_labels: bool) -> str:
-    text = task.instruction.strip()
+def system_prompt(task: TaskInfo, include_labels: bool, include_instruction: bool = True) -> str:
+    text = task.instruction.strip() if include_instruction else ""
     if include_labels and task.kind == "classification" and task.labels:
-        text += "\nIntents: " + ", ".join(task.labels)
+        text = (text + "\n" if text else "") + "Intents: " + ", ".join(task.labels)
     return text
 
 
@@ -211,7 +211,7 @@ class PromptFormat:
                 raise ValueError("the tokenizer has no chat template: set train.format.template to a Jinja file")
         spec = FormatSpec(
             chat_template=template,
-            system=system_prompt(task, format_cfg.include_labels),
+            system=system_prompt(task, format_cfg.include_labels, format_cfg.include_instruction),
             stop_token=format_cfg.stop_token or tokenizer.eos_token,
             add_special_tokens=format_cfg.add_special_tokens,
             template_source=source,

@@ -129,6 +129,26 @@ def test_format_travels_with_the_folder(tokenizer, tmp_path):
     assert again.encode("x y", "pin_blocked").input_ids == fmt.encode("x y", "pin_blocked").input_ids
 
 
+def test_format_without_the_instruction_keeps_it_for_the_base_model(tokenizer, tmp_path):
+    from trainers.evaluate import base_format
+
+    with_it = make(tokenizer, tmp_path, GOOD)
+    without = make(tokenizer, tmp_path, GOOD, include_instruction=False)
+    enc = without.encode(ROWS[0]["input"], ROWS[0]["output"])
+    assert without.spec.system == "" and "<|im_start|>system" not in enc.prompt
+    assert enc.prompt == "<|im_start|>user\nmy pin is blocked, help<|im_end|>\n<|im_start|>assistant\n"
+    assert len(enc.input_ids) < len(with_it.encode(ROWS[0]["input"], ROWS[0]["output"]).input_ids)
+    report = without.check(ROWS, max_seq_len=64)
+    assert report.ok, report.summary()
+    # The bare base model is still told the task and its labels, in the adapter's template.
+    base = base_format(without, resolve_model(None), TASK)
+    assert base.spec.system == "Classify the message.\nIntents: pin_blocked, card_arrival"
+    assert base.encode("x", None).prompt.startswith("<|im_start|>system\nClassify the message.")
+    # Labels alone, without the instruction.
+    assert make(tokenizer, tmp_path, GOOD, include_instruction=False, include_labels=True).spec.system == (
+        "Intents: pin_blocked, card_arrival")
+
+
 def test_task_info_reads_the_snapshot_manifest(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({
         "config": {"task": {"kind": "classification", "instruction": "Do it.", "labels": None, "labels_file": None}},
