@@ -115,6 +115,7 @@ def step_evaluate(config_path: str, overrides: list[str], adapter_dir: str | Pat
     config = load_config(config_path, overrides)
     t = config.train
     settings = {"baseline": t.eval_baseline, "shots": t.eval_shots, "max_rows": t.eval_max_rows, "guided": t.eval_guided,
+                **({"merged": True} if t.eval_merged else {}),  # absent when off: earlier evaluations keep their key
                 "seed": config.seed, "code": source_hash(EVAL_MODULES),
                 "adapter": json.loads((Path(adapter_dir) / "train_meta.json").read_text()).get("global_step")}
     out = Path(adapter_dir).parent / f"eval-{_key(settings)}"
@@ -125,6 +126,7 @@ def step_evaluate(config_path: str, overrides: list[str], adapter_dir: str | Pat
         args = ["--adapter", str(adapter_dir), "--snapshot", str(snapshot_dir), "--shots", str(t.eval_shots), "--out", str(tmp)]
         args += [] if t.eval_baseline else ["--no-baseline"]
         args += [] if t.eval_guided else ["--no-guided"]
+        args += ["--merged"] if t.eval_merged else []
         args += ["--max-examples", str(t.eval_max_rows)] if t.eval_max_rows else []
         run_module("trainers.evaluate", args, what="evaluation", log=out.parent / "evaluate.log")
         write_json(settings, tmp / "settings.json")

@@ -76,8 +76,9 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
     assert len(adapters) == 1 and json.loads((adapters[0].parent / "train_meta.json").read_text())["global_step"] == 2
     reports = list(adapters[0].parent.parent.glob("eval-*/report.json"))
     assert len(reports) == 1
-    systems = json.loads(reports[0].read_text())["systems"]
-    tuned, guided = systems["tuned"], systems["tuned, guided choice"]
+    report = json.loads(reports[0].read_text())
+    assert report["adapter_served"] == "lora"  # a LoRARequest (test_flow_training serves it merged)
+    tuned, guided = report["systems"]["tuned"], report["systems"]["tuned, guided choice"]
     assert tuned["n"] == guided["n"] == 16  # train.eval_max_rows
     assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
     arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)

@@ -38,12 +38,13 @@ def _children_of_run(run_dir: Path) -> list[int]:
     return [pid for pid, (_, cmd) in _procs().items() if "trainers.qlora" in cmd and str(run_dir) in cmd]
 
 
-# Evaluation (its engine start, ~70 s) is test_deployment's: here the run ends with the adapter.
-NO_EVAL = "train.evaluate=false"
+# The evaluation here serves the adapter merged into the base (train.eval_merged); test_deployment's
+# serves it as a LoRA request.
+MERGED = "train.eval_merged=true"
 
 
 def test_killed_training_resumes_from_its_checkpoint_and_reruns_hit_the_cache(tmp_path):
-    proc = subprocess.Popen(_cmd(tmp_path, NO_EVAL), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(_cmd(tmp_path, MERGED), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.time() + 900
     ckpt = None
     while time.time() < deadline and proc.poll() is None:
@@ -63,7 +64,7 @@ def test_killed_training_resumes_from_its_checkpoint_and_reruns_hit_the_cache(tm
     snapshot_before = sorted(p.parent.name for p in (tmp_path / "snap" / "banking77").glob("*/manifest.json"))
     assert len(snapshot_before) == 1  # curation had finished: its snapshot is intact
 
-    again = subprocess.run(_cmd(tmp_path, NO_EVAL), env=_env(), capture_output=True, text=True, timeout=1200)
+    again = subprocess.run(_cmd(tmp_path, MERGED), env=_env(), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "train resumed from checkpoint-" in again.stdout.replace("\n", " ")
     record = json.loads(sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1].read_text())
@@ -71,13 +72,18 @@ def test_killed_training_resumes_from_its_checkpoint_and_reruns_hit_the_cache(tm
     adapter = Path(record["adapter"])
     meta = json.loads((adapter / "train_meta.json").read_text())
     assert meta["global_step"] == TINY_STEPS and meta["resumed_from"] and meta["snapshot_id"] == snapshot_before[0]
-    assert "evaluation" not in record and "adapter" in again.stdout
+    report = json.loads((Path(record["evaluation"]) / "report.json").read_text())
+    tuned, guided = report["systems"]["tuned"], report["systems"]["tuned, guided choice"]
+    assert report["adapter_served"] == "merged" and tuned["n"] == guided["n"] == 16
+    assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
+    assert not (Path(record["evaluation"]) / "merged-model").exists()  # removed once the report is written
+    assert "evaluation on the eval split" in again.stdout and "adapter" in again.stdout
 
-    # Unchanged re-run: every stage, training included, is a cache hit.
-    third = subprocess.run(_cmd(tmp_path, NO_EVAL), env=_env(), capture_output=True, text=True, timeout=600)
+    # Unchanged re-run: every stage, training and evaluation included, is a cache hit.
+    third = subprocess.run(_cmd(tmp_path, MERGED), env=_env(), capture_output=True, text=True, timeout=600)
     assert third.returncode == 0, third.stderr[-3000:]
     record = json.loads(sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1].read_text())
-    assert [s["cache"] for s in record["model_stages"]] == ["hit"] and Path(record["adapter"]) == adapter
+    assert [s["cache"] for s in record["model_stages"]] == ["hit", "hit"] and Path(record["adapter"]) == adapter
 
 
 def test_a_format_fault_stops_the_flow_before_training(tmp_path):

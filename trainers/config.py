@@ -137,6 +137,9 @@ class TrainStageConfig(TrainConfig):
     eval_shots: int = Field(5, ge=0, description="few-shot examples (from train) for the base model's few-shot row")
     eval_max_rows: int | None = Field(None, gt=0, description="evaluate on a seeded sample of this many eval rows (null: all)")
     eval_guided: bool = Field(True, description="classification: also score answers constrained to the label set (guided choice)")
+    eval_merged: bool = Field(
+        False, description="serve the adapter merged into the base weights, not as a LoRA request: the same "
+        "model, much faster with vLLM on a CPU (its LoRA ops copy the adapter's weights for every token)")
 
     def trainer_config(self) -> TrainConfig:
         """The training settings alone (the fields TrainConfig has), as trainers.qlora takes them."""

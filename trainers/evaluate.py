@@ -186,6 +186,9 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     to the label set (vLLM guided choice): how the model is served in practice. The free
     systems measure what the model learned on its own (format compliance).
     """
+    import gc
+    import shutil
+
     from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model, merge_adapter
 
     snapshot_dir = Path(snapshot_dir)
@@ -230,7 +233,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
             # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
             serves = "merged" if merged and with_adapter else "base"
             if llm_serves != serves:
-                llm = None  # the merged engine goes before the base one starts
+                llm = None  # the merged engine goes (its client's finalizer stops it) before the base one starts
+                gc.collect()
                 if serves == "merged":
                     llm = _make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
                 else:
@@ -266,6 +270,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         report["confusion"] = {"system": first, "labels": task.labels, "matrix": cm}
         report["files"]["confusion_png"] = str(plot_confusion(cm, task.labels, out / "confusion.png",
                                                                f"{first}: confusion on eval (row-normalized)"))
+    shutil.rmtree(out / "merged-model", ignore_errors=True)  # the base's size again: not kept beside every report
     with open(out / "predictions.jsonl", "w") as fh:
         for i, r in enumerate(rows):
             fh.write(json.dumps({"row_id": r["row_id"], "gold": r["output"],

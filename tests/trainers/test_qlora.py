@@ -133,6 +133,29 @@ def test_vllm_serves_the_adapter_with_a_lora_request(tiny_run):
     assert sum(a == b for a, b in zip(vllm_answers, hf_answers)) >= 3, (vllm_answers, hf_answers)
 
 
+@pytest.mark.slow
+def test_merged_adapter_is_the_adapter_folded_into_the_base(tiny_run, tmp_path):
+    """What `evaluate --merged` serves: a model folder whose logits are the base + adapter's."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from trainers.predict import adapter_base, load_model, merge_adapter
+
+    adapter = tiny_run["adapter"]
+    merged_dir = merge_adapter(adapter, tmp_path / "merged")
+    assert (merged_dir / "config.json").is_file() and not (tmp_path / "merged.tmp").exists()
+    assert merge_adapter(adapter, merged_dir) == merged_dir  # reused, not written again
+    fmt = PromptFormat.load(adapter)
+    ids = torch.tensor([fmt.encode("my pin is blocked", "pin_blocked").input_ids])
+    with torch.no_grad():
+        want = load_model(adapter)(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(str(merged_dir))(input_ids=ids).logits
+        bare = load_model(None, adapter_base(adapter))(input_ids=ids).logits
+    scale = want.abs().max().item()
+    assert (got - want).abs().max().item() <= 1e-3 * scale, (got - want).abs().max()
+    assert (bare - want).abs().max().item() > 1e-2 * scale  # the adapter changed the model: the match means something
+
+
 def test_training_refuses_on_format_violations_before_loading_the_model(tmp_path):
     snap = make_snapshot(tmp_path / "snap")
     bad = tmp_path / "no_eot.jinja"
