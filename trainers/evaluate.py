@@ -224,6 +224,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
+    merged = merged and engine == "vllm" and adapter_dir is not None  # how vLLM serves an adapter; nothing else
     llm, llm_serves = None, None
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
@@ -233,8 +234,9 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
             # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
             serves = "merged" if merged and with_adapter else "base"
             if llm_serves != serves:
-                llm = None  # the merged engine goes (its client's finalizer stops it) before the base one starts
-                gc.collect()
+                if llm is not None:
+                    llm = None  # the merged engine goes (its client's finalizer stops it) before the base one starts
+                    gc.collect()
                 if serves == "merged":
                     llm = _make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
                 else:
@@ -257,7 +259,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         "base_model": str(base),
         "engine": engine,
         # how vLLM served the adapter: a LoRARequest on the base, or its weights merged into the base
-        "adapter_served": None if adapter_dir is None else ("merged" if merged and engine == "vllm" else "lora"),
+        "adapter_served": None if adapter_dir is None else ("merged" if merged else "lora"),
         "task_kind": task.kind,
         "eval_rows": len(rows),
         "shots": shots,
