@@ -156,6 +156,32 @@ def test_merged_adapter_is_the_adapter_folded_into_the_base(tiny_run, tmp_path):
     assert (bare - want).abs().max().item() > 1e-2 * scale  # the adapter changed the model: the match means something
 
 
+@pytest.mark.slow
+def test_qlora_in_bf16_keeps_the_frozen_embedding_in_bf16_and_trains(tmp_path):
+    """peft's k-bit preparation casts every weight that is not 4-bit to float32: the frozen, tied
+    embedding goes back to the compute dtype (half its memory), the norms stay float32, and the
+    trainer's step (TRL's head on labelled positions) runs on it."""
+    import math
+
+    import torch
+
+    from trainers.qlora import fit
+
+    cfg = TINY.model_copy(update={"dtype": "bfloat16", "max_steps": 1, "batch_size": 1, "max_seq_len": 64,
+                                  "val_size": 0, "eval_steps": 10**6, "gradient_checkpointing": False})
+    run = setup(make_snapshot(tmp_path / "snap", per_label=2), resolve_model(None), cfg, out_dir=tmp_path / "run")
+    model = run.model
+    embedding = model.get_input_embeddings().weight
+    assert embedding.dtype == torch.bfloat16 and not embedding.requires_grad
+    assert model.get_output_embeddings().weight is embedding  # still tied
+    norms = [p for n, p in model.named_parameters() if n.endswith("norm.weight")]
+    assert norms and all(p.dtype == torch.float32 for p in norms)
+    assert {p.dtype for n, p in model.named_parameters() if "lora_" in n} == {torch.float32}
+    fit(run, resume=False)
+    losses = [h["loss"] for h in run.trainer.state.log_history if "loss" in h]
+    assert len(losses) == 1 and math.isfinite(losses[0]) and losses[0] > 0
+
+
 def test_training_refuses_on_format_violations_before_loading_the_model(tmp_path):
     snap = make_snapshot(tmp_path / "snap")
     bad = tmp_path / "no_eot.jinja"
