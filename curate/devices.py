@@ -124,6 +124,27 @@ def engine_malloc_env(mmap_threshold: int | None, *, environ: dict | None = None
     return {"MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+
+
+def set_malloc_mmap_threshold(threshold: int | None) -> bool | None:
+    """This process's glibc malloc mmap threshold, fixed from now on (what MALLOC_MMAP_THRESHOLD_
+    sets at start; see engine_malloc_env). Allocations from `threshold` bytes up get their own
+    memory map and go back to the system when freed, instead of settling in the heap once
+    glibc's adaptive threshold has risen past their size.
+
+    Returns whether glibc took it; None when `threshold` is None (nothing changed) or where the
+    C library has no mallopt. A MALLOC_MMAP_THRESHOLD_ already in the environment wins.
+    """
+    if threshold is None or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+    return bool(mallopt(M_MMAP_THRESHOLD, int(threshold)))
+
+
 def malloc_trim() -> bool | None:
     """Give the free pages of this process's malloc heaps back to the system (glibc's malloc_trim).
 

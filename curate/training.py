@@ -25,7 +25,7 @@ from curate.snapshot import file_sha256, source_hash
 TRAIN_MODULES = ("trainers/config.py", "trainers/format.py", "trainers/qlora.py")
 EVAL_MODULES = ("trainers/format.py", "trainers/evaluate.py", "trainers/predict.py", "curate/engine.py")
 # Settings that change how fast a run goes, not what it learns.
-_SPEED_ONLY = {"cpu_threads", "output_dir", "logging_steps", "save_total_limit"}
+_SPEED_ONLY = {"cpu_threads", "cpu_malloc_mmap_threshold", "output_dir", "logging_steps", "save_total_limit"}
 
 
 def _key(parts: dict) -> str:

@@ -61,3 +61,24 @@ def test_the_engines_malloc_threshold_is_set_only_when_configured_and_not_export
     assert config.model.engine.cpu_malloc_mmap_threshold == 131072
     with pytest.raises(ConfigError, match="cpu_malloc_mmap_threshold"):
         load_config("configs/banking77.yaml", ["model.engine.cpu_malloc_mmap_threshold=-1"])
+
+
+def test_the_trainers_malloc_threshold_is_fixed_in_its_process_unless_exported():
+    """trainers.qlora fixes glibc's mmap threshold before the model loads (train.cpu_malloc_mmap_threshold);
+    run in a child, whose malloc the test leaves as it was."""
+    import os
+    import subprocess
+    import sys
+
+    from pydantic import ValidationError
+
+    code = "from curate.devices import set_malloc_mmap_threshold as s; print(s(None), s(131072))"
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["None", "True"], out.stderr  # null changes nothing; glibc takes a value
+    out = subprocess.run([sys.executable, "-c", code], env=env | {"MALLOC_MMAP_THRESHOLD_": "65536"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["None", "None"], out.stderr  # the user's export wins
+    assert TrainConfig().cpu_malloc_mmap_threshold is None and TrainConfig(cpu_malloc_mmap_threshold=131072)
+    with pytest.raises(ValidationError, match="cpu_malloc_mmap_threshold"):
+        TrainConfig(cpu_malloc_mmap_threshold=-1)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.devices import malloc_trim, resolve_dtype, torch_dtype
+from curate.devices import malloc_trim, resolve_dtype, set_malloc_mmap_threshold, torch_dtype
 from curate.io import atomic_folder
 from trainers.config import TrainConfig
 from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
@@ -118,6 +118,8 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if device == "cpu":  # before the load: its full-precision pass is the first big transient
+        set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     dtype = torch_dtype(cfg.dtype, device=device)  # auto: float32 on a CPU without bf16 instructions
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if cfg.method == "qlora":
