@@ -20,7 +20,12 @@ The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which f
 for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
 the software conversion), for `lora_packed_bf16` the base weights too, the issue's
 baseline. Cases checkpoint gradients (TrainConfig's default) unless named `_nogc`. The `_noinstr`
-cases train the format without the instruction (format.include_instruction: false).
+cases train the format without the instruction (format.include_instruction: false). The `_mmap`
+cases fix glibc's mmap threshold at 128 KB (train.cpu_malloc_mmap_threshold: 131072), where the
+others leave malloc its adaptive default.
+`--model` trains any local model folder instead of the bundled one: bench/shape_model.py writes
+bigger shapes of the same family (random weights: for memory and speed only). `--rows-per-slot 1`
+trains one example a step, where the weights rather than the activations make the peak.
 Results go to docs/training.md by hand; timings on the shared CPU machines are noisy.
 """
 
@@ -38,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 NO_INSTRUCTION = {"template": "templates/formats/chatml.jinja", "include_instruction": False}
+MMAP = 131072
 CASES = {
     "qlora_packed": {"method": "qlora", "packing": True},
     "lora_packed": {"method": "lora", "packing": True},
@@ -71,6 +77,12 @@ CASES = {
                                  "gradient_checkpointing": False},
     "lora_padded_noinstr_nogc": {"method": "lora", "packing": False, "format": NO_INSTRUCTION, "rows_per_slot": 9,
                                  "gradient_checkpointing": False},
+    # glibc's mmap threshold fixed at 128 KB (train.cpu_malloc_mmap_threshold: 131072) instead of its adaptive
+    # default: a step's freed tensors go back to the system instead of settling in the heap
+    "qlora_packed_mmap": {"method": "qlora", "packing": True, "cpu_malloc_mmap_threshold": MMAP},
+    "lora_packed_mmap": {"method": "lora", "packing": True, "cpu_malloc_mmap_threshold": MMAP},
+    "qlora_packed_bf16_mmap": {"method": "qlora", "packing": True, "dtype": "bfloat16", "cpu_malloc_mmap_threshold": MMAP},
+    "lora_packed_bf16_mmap": {"method": "lora", "packing": True, "dtype": "bfloat16", "cpu_malloc_mmap_threshold": MMAP},
 }
 
 
@@ -95,7 +107,8 @@ def reset_peak_rss() -> bool:
         return False
 
 
-def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path) -> dict:
+def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path, model: str | None = None,
+            rows_per_slot: int | None = None) -> dict:
     import torch
 
     from curate.devices import resolve_dtype
@@ -114,13 +127,14 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     flat = spec.pop("flat_batches", False)
     all_positions = spec.pop("all_positions", False)
     batch = max(1, round(batch * spec.pop("batch_fraction", 1.0)))
-    rows = steps * batch * spec.pop("rows_per_slot", 4)  # ~4 banking77 rows fill a 256-token packed row
+    per_slot = spec.pop("rows_per_slot", 4)  # ~4 banking77 rows fill a 256-token packed row
+    rows = steps * batch * (rows_per_slot or per_slot)
     cfg = TrainConfig(
         **spec, max_steps=steps, batch_size=batch, val_size=0, early_stopping_patience=0,
         eval_steps=10**6, logging_steps=1, max_seq_len=256, max_train_examples=rows, seed=0,
     )
     before = rss_mb()
-    run = setup(snapshot, resolve_model(None), cfg, out_dir=out_dir / case)
+    run = setup(snapshot, resolve_model(model), cfg, out_dir=out_dir / case)
     loaded = rss_mb()
     load_peak = status_mb("VmHWM")
     reset = run.device == "cpu" and reset_peak_rss()
@@ -132,7 +146,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     tokens = float(logs[-1]["num_tokens"]) if logs else float("nan")
     peak = peak_memory_mb(run.device)
     return {
-        "case": case, **CASES[case], "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
+        "case": case, **CASES[case], "model": str(resolve_model(model).name), "rows_per_slot": rows_per_slot or per_slot, "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
         "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1) if run.device == "cpu" else None,
         "after_load_above_start_mb": round(loaded - before, 1),
         # Peak while loading (a 4-bit load passes through the full-precision weights) and while training.
@@ -151,6 +165,11 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cases", nargs="*", default=list(CASES))
     ap.add_argument("--out", default="bench/out/train.json")
+    ap.add_argument("--model", default=None, help="a local model folder instead of the bundled one "
+                    "(bench/shape_model.py writes bigger shapes of it for the memory cases)")
+    ap.add_argument("--rows-per-slot", type=int, default=None,
+                    help="banking77 rows per packed row and step (default 4, about a full 256-token row); "
+                         "1: one example a step, where weights rather than activations make the peak")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     from curate.snapshot import resolve_snapshot
@@ -158,12 +177,14 @@ def main() -> None:
     snapshot = str(resolve_snapshot(a.snapshot))
     work = ROOT / "bench/out/train_runs"
     if a.one:
-        print("RESULT " + json.dumps(run_one(a.one, snapshot, a.steps, a.batch, a.threads, work)))
+        print("RESULT " + json.dumps(run_one(a.one, snapshot, a.steps, a.batch, a.threads, work, a.model, a.rows_per_slot)))
         return
     results = []
     for case in a.cases:
         proc = subprocess.run([sys.executable, __file__, "--one", case, "--snapshot", snapshot, "--steps", str(a.steps),
-                               "--batch", str(a.batch), "--threads", str(a.threads)],
+                               "--batch", str(a.batch), "--threads", str(a.threads),
+                               *(["--model", a.model] if a.model else []),
+                               *(["--rows-per-slot", str(a.rows_per_slot)] if a.rows_per_slot else [])],
                               capture_output=True, text=True, cwd=ROOT)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
@@ -177,7 +198,8 @@ def main() -> None:
         summary["peak_qlora_over_lora"] = round(q["peak_mb"] / l["peak_mb"], 3)
         if q["peak_above_start_mb"] and l["peak_above_start_mb"]:
             summary["peak_above_start_qlora_over_lora"] = round(q["peak_above_start_mb"] / l["peak_above_start_mb"], 3)
-    for q, l in (("qlora_packed", "lora_packed"), ("qlora_packed", "lora_packed_bf16"),
+    for q, l in (("qlora_packed", "lora_packed"), ("qlora_packed", "lora_packed_bf16"), ("qlora_packed_bf16", "lora_packed_bf16"),
+                 ("qlora_packed_mmap", "lora_packed_mmap"), ("qlora_packed_bf16_mmap", "lora_packed_bf16_mmap"),
                  ("qlora_packed_nogc", "lora_packed_nogc"), ("qlora_packed_nogc", "lora_packed_bf16_nogc")):
         if {q, l} <= by.keys() and by[q]["train_peak_above_start_mb"] and by[l]["train_peak_above_start_mb"]:
             summary[f"train_peak_above_start_{q}_over_{l}"] = round(
@@ -192,6 +214,10 @@ def main() -> None:
         if {case, f"{case}_allpos"} <= by.keys():
             summary[f"tokens_per_s_{case}_over_{case}_allpos"] = round(
                 by[case]["tokens_per_s"] / by[f"{case}_allpos"]["tokens_per_s"], 3)
+    for case in ("qlora_packed", "lora_packed", "qlora_packed_bf16", "lora_packed_bf16"):
+        if {case, f"{case}_mmap"} <= by.keys():
+            summary[f"tokens_per_s_{case}_mmap_over_{case}"] = round(
+                by[f"{case}_mmap"]["tokens_per_s"] / by[case]["tokens_per_s"], 3)
     if {"qlora_packed", "qlora_packed_bf16"} <= by.keys():
         summary["tokens_per_s_auto_over_bf16"] = round(
             by["qlora_packed"]["tokens_per_s"] / by["qlora_packed_bf16"]["tokens_per_s"], 3)
