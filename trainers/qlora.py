@@ -91,25 +91,22 @@ def split_rows(rows: list[dict], cfg: TrainConfig) -> tuple[list[dict], list[dic
     return rest[:n], val
 
 
-def keep_frozen_in_dtype(model, dtype) -> int:
-    """The input embedding and an untied output head, frozen, back in `dtype`; returns the bytes saved.
+def keep_frozen_in_dtype(model, dtype) -> None:
+    """The input embedding and the LM head (tied to it or not), frozen, back in `dtype`.
 
     After `prepare_model_for_kbit_training` every weight that is not 4-bit is float32. The
-    embedding (and the LM head, tied to it or not) is frozen under LoRA: float32 only doubles it.
-    The loss still upcasts the logits to float32, as it does for LoRA on a bf16 base.
+    embedding and the head are frozen under LoRA: float32 only doubles them. The loss still
+    upcasts the logits to float32, as it does for LoRA on a bf16 base.
     """
     import torch
 
     if dtype == torch.float32:
-        return 0
-    saved = 0
+        return
     modules = {id(m): m for m in (model.get_input_embeddings(), model.get_output_embeddings()) if m is not None}
     for module in modules.values():
         for param in module.parameters():
             if param.dtype == torch.float32 and not param.requires_grad:
-                saved += param.numel() * (4 - torch.finfo(dtype).bits // 8)
                 param.data = param.data.to(dtype)
-    return saved
 
 
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
