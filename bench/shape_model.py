@@ -35,6 +35,7 @@ def write_shape_model(name: str, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from curate.io import atomic_folder
     from curate.model import resolve_model
 
     base = resolve_model(None)
@@ -46,15 +47,13 @@ def write_shape_model(name: str, out: Path, seed: int = 0) -> Path:
         setattr(config, key, value)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
-    tmp = out / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    for f in TOKENIZER_FILES:
-        if (base / f).is_file():
-            shutil.copy2(base / f, tmp / f)
-    (tmp / "shape_model.json").write_text(json.dumps({"shape_of": name, "random_weights": True, "seed": seed,
-                                                      "parameters": model.num_parameters()}, indent=2) + "\n")
-    tmp.rename(folder)
+    with atomic_folder(folder, prefix=f".tmp-{name}-") as tmp:
+        model.save_pretrained(str(tmp))
+        for f in TOKENIZER_FILES:
+            if (base / f).is_file():
+                shutil.copy2(base / f, tmp / f)
+        (tmp / "shape_model.json").write_text(json.dumps({"shape_of": name, "random_weights": True, "seed": seed,
+                                                          "parameters": model.num_parameters()}, indent=2) + "\n")
     return folder
 
 

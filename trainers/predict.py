@@ -79,17 +79,15 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path) -> Path:
     the adapter's weights for every token. Written under a temporary name, then renamed; a folder
     already there is reused.
     """
-    import shutil
+    from curate.io import atomic_folder
 
     out = Path(out_dir)
     if (out / "config.json").is_file():
         return out
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     model = load_model(adapter_dir).merge_and_unload()
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    PromptFormat.load(adapter_dir).tokenizer.save_pretrained(str(tmp))
-    tmp.rename(out)
+    with atomic_folder(out, prefix=".tmp-merged-") as tmp:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        PromptFormat.load(adapter_dir).tokenizer.save_pretrained(str(tmp))
     return out
 
 

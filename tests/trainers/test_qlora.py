@@ -143,7 +143,7 @@ def test_merged_adapter_is_the_adapter_folded_into_the_base(tiny_run, tmp_path):
 
     adapter = tiny_run["adapter"]
     merged_dir = merge_adapter(adapter, tmp_path / "merged")
-    assert (merged_dir / "config.json").is_file() and not (tmp_path / "merged.tmp").exists()
+    assert (merged_dir / "config.json").is_file() and [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temporary left
     assert merge_adapter(adapter, merged_dir) == merged_dir  # a finished folder is returned as it is
     fmt = PromptFormat.load(adapter)
     ids = torch.tensor([fmt.encode("my pin is blocked", "pin_blocked").input_ids])
