@@ -134,7 +134,8 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
         eval_steps=10**6, logging_steps=1, max_seq_len=256, max_train_examples=rows, seed=0,
     )
     before = rss_mb()
-    run = setup(snapshot, resolve_model(model), cfg, out_dir=out_dir / case)
+    model_dir = resolve_model(model)
+    run = setup(snapshot, model_dir, cfg, out_dir=out_dir / case)
     loaded = rss_mb()
     load_peak = status_mb("VmHWM")
     reset = run.device == "cpu" and reset_peak_rss()
@@ -146,7 +147,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     tokens = float(logs[-1]["num_tokens"]) if logs else float("nan")
     peak = peak_memory_mb(run.device)
     return {
-        "case": case, **CASES[case], "model": str(resolve_model(model).name), "rows_per_slot": rows_per_slot or per_slot, "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
+        "case": case, **CASES[case], "model": model_dir.name, "rows_per_slot": rows_per_slot or per_slot, "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
         "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1) if run.device == "cpu" else None,
         "after_load_above_start_mb": round(loaded - before, 1),
         # Peak while loading (a 4-bit load passes through the full-precision weights) and while training.
