@@ -189,7 +189,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     import gc
     import shutil
 
-    from trainers.predict import adapter_base, adapter_rank, generate, generate_vllm, load_model, merge_adapter
+    from trainers.predict import (adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model,
+                                  lora_base, merge_adapter)
 
     snapshot_dir = Path(snapshot_dir)
     if adapter_dir is None and base_model is None:
@@ -225,6 +226,9 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
     merged = merged and engine == "vllm" and adapter_dir is not None  # how vLLM serves an adapter; nothing else
+    # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip): an engine of its
+    # own, where a LoRA adapter's shares the base's engine with the base systems.
+    qlora = adapter_method(adapter_dir) == "qlora"
     llm, llm_serves = None, None
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
@@ -232,15 +236,17 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
         if engine == "vllm":
             # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
-            serves = "merged" if merged and with_adapter else "base"
+            serves = "base" if not with_adapter else "merged" if merged else "trained-base" if qlora else "base"
             if llm_serves != serves:
                 if llm is not None:
-                    llm = None  # the merged engine goes (its client's finalizer stops it) before the base one starts
+                    llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
                     gc.collect()
                 if serves == "merged":
                     llm = _make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
+                elif serves == "trained-base":
+                    llm = _make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
                 else:
-                    llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged)
+                    llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
                 llm_serves = serves
             gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
                                  max_new_tokens=max_new_tokens, llm=llm, choices=choices)
@@ -260,6 +266,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         "engine": engine,
         # how vLLM served the adapter: a LoRARequest on the base, or its weights merged into the base
         "adapter_served": None if adapter_dir is None else ("merged" if merged else "lora"),
+        # the base weights under the adapter: QLoRA's are the NF4 round trip it was trained on (trainers.predict.load_base)
+        "adapter_base_weights": None if adapter_dir is None else ("nf4 round trip" if qlora else "base"),
         "task_kind": task.kind,
         "eval_rows": len(rows),
         "shots": shots,
@@ -272,7 +280,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         report["confusion"] = {"system": first, "labels": task.labels, "matrix": cm}
         report["files"]["confusion_png"] = str(plot_confusion(cm, task.labels, out / "confusion.png",
                                                                f"{first}: confusion on eval (row-normalized)"))
-    shutil.rmtree(out / "merged-model", ignore_errors=True)  # the base's size again: not kept beside every report
+    for folder in ("merged-model", "trained-base"):  # the base's size again: not kept beside every report
+        shutil.rmtree(out / folder, ignore_errors=True)
     with open(out / "predictions.jsonl", "w") as fh:
         for i, r in enumerate(rows):
             fh.write(json.dumps({"row_id": r["row_id"], "gold": r["output"],

@@ -109,23 +109,30 @@ def keep_frozen_in_dtype(model, dtype) -> None:
                 param.data = param.data.to(dtype)
 
 
+def quantization_config(dtype):
+    """QLoRA's 4-bit base: how training loads it, and how inference rebuilds the weights it trained on."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",  # normal-float 4-bit: the QLoRA paper's data type for normal weights
+        bnb_4bit_use_double_quant=True,  # quantize the quantization constants too (~0.4 bit/param saved)
+        bnb_4bit_compute_dtype=dtype,
+    )
+
+
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
     """The base model (4-bit NF4 for qlora) wrapped with trainable LoRA adapters."""
     import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     if device == "cpu":  # before the load: its full-precision pass is the first big transient
         set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     dtype = torch_dtype(cfg.dtype, device=device)  # auto: float32 on a CPU without bf16 instructions
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
     if cfg.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",  # normal-float 4-bit: the QLoRA paper's data type for normal weights
-            bnb_4bit_use_double_quant=True,  # quantize the quantization constants too (~0.4 bit/param saved)
-            bnb_4bit_compute_dtype=dtype,
-        )
+        kwargs["quantization_config"] = quantization_config(dtype)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
     if cfg.method == "qlora":
         model = prepare_model_for_kbit_training(

@@ -152,8 +152,57 @@ def test_merged_adapter_is_the_adapter_folded_into_the_base(tiny_run, tmp_path):
         got = AutoModelForCausalLM.from_pretrained(str(merged_dir))(input_ids=ids).logits
         bare = load_model(None, adapter_base(adapter))(input_ids=ids).logits
     scale = want.abs().max().item()
-    assert (got - want).abs().max().item() <= 1e-3 * scale, (got - want).abs().max()
-    assert (bare - want).abs().max().item() > 1e-2 * scale  # the adapter changed the model: the match means something
+    # A bf16 merge (the compute dtype where the CPU has bf16 instructions) rounds W + BA to bf16's
+    # 8-bit mantissa: measured 1.09 on logits up to 38, against 25 between the bare base and the adapter.
+    tol = 1e-3 if want.dtype == torch.float32 else 5e-2
+    assert (got - want).abs().max().item() <= tol * scale, (got - want).abs().max()
+    # the adapter changed the model well beyond that tolerance: the match means something
+    assert (bare - want).abs().max().item() > max(1e-2, 4 * tol) * scale
+
+
+@pytest.mark.slow
+def test_a_qlora_adapter_is_served_on_the_base_it_was_trained_on(tiny_run, tmp_path):
+    """QLoRA trains its adapter on the base's NF4 round trip: predict, the merge and a LoRARequest's
+    engine load that base (quantized as training does, then dequantized), not the full-precision one."""
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from curate.devices import torch_dtype
+    from trainers.predict import adapter_base, adapter_method, load_base, load_model, lora_base
+    from trainers.qlora import quantization_config
+
+    adapter = tiny_run["adapter"]
+    base = adapter_base(adapter)
+    assert adapter_method(adapter) == "qlora"
+    dtype = torch_dtype("auto", device="cpu")
+    fmt = PromptFormat.load(adapter)
+    ids = torch.tensor([fmt.encode("my pin is blocked", "pin_blocked").input_ids])
+    with torch.no_grad():
+        # the model training optimized: 4-bit layers (bitsandbytes) under the adapter
+        four_bit = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype, quantization_config=quantization_config(dtype))
+        trained = PeftModel.from_pretrained(four_bit, str(adapter)).eval()(input_ids=ids).logits.float()
+        served = load_model(adapter)(input_ids=ids).logits.float()
+        on_full_base = PeftModel.from_pretrained(load_base(base), str(adapter)).eval()(input_ids=ids).logits.float()
+    off, mismatch = (served - trained).abs().max().item(), (on_full_base - trained).abs().max().item()
+    assert mismatch > 1e-2 * trained.abs().max().item()  # the quantization error shows in the logits
+    assert off <= 0.1 * mismatch, (off, mismatch)
+
+    # a LoRARequest's engine gets the same base as a plain model folder (no 4-bit config left in it)
+    folder = lora_base(adapter, tmp_path / "trained-base")
+    assert folder == tmp_path / "trained-base" and [p.name for p in tmp_path.iterdir()] == ["trained-base"]
+    assert "quantization_config" not in json.loads((folder / "config.json").read_text())
+    weights = load_file(str(folder / "model.safetensors"))
+    name = "model.layers.0.mlp.down_proj.weight"
+    round_trip = dict(load_base(base, quantized=True).named_parameters())[name]
+    full = dict(load_base(base).named_parameters())[name]
+    assert torch.equal(weights[name], round_trip.detach()) and not torch.equal(weights[name], full.detach())
+    # a LoRA adapter's base is the base itself: nothing is written
+    lora_adapter = tmp_path / "lora-adapter"
+    lora_adapter.mkdir()
+    (lora_adapter / "train_meta.json").write_text(json.dumps({"base_model": str(base), "method": "lora"}))
+    assert lora_base(lora_adapter, tmp_path / "unused") == base and not (tmp_path / "unused").exists()
 
 
 @pytest.mark.slow
