@@ -26,6 +26,11 @@ others leave malloc its adaptive default.
 `--model` trains any local model folder instead of the bundled one: bench/shape_model.py writes
 bigger shapes of the same family (random weights: for memory and speed only). `--rows-per-slot 1`
 trains one example a step, where the weights rather than the activations make the peak.
+`--tensor-peak` adds, in a second process per case, the peak of live tensor bytes while training:
+the CPU counterpart of torch.cuda.max_memory_allocated, free of how glibc's heap holds freed
+memory (torch's profiler records every tensor the steps create or touch: weights, adapters,
+optimizer state, activations, gradients). It is slow (the profiler records every op), so it
+runs apart from the timed, RSS-measured process.
 Results go to docs/training.md by hand; timings on the shared CPU machines are noisy.
 """
 
@@ -107,8 +112,28 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def tensor_peak_mb(prof) -> float:
+    """Peak of live CPU tensor bytes in a torch.profiler trace (profile_memory, record_shapes, with_stack).
+
+    The profiler's memory timeline (the data behind its export_memory_timeline; a private API)
+    lists every tensor the profiled code touched that already existed, then each one it created
+    or freed, in order; the running sum of the sizes peaks where the steps held the most."""
+    from torch.profiler._memory_profiler import Action
+
+    live = peak = 0
+    for _, action, (key, _), size in prof._memory_profile().timeline:
+        if key.device.type != "cpu":
+            continue
+        if action in (Action.PREEXISTING, Action.CREATE):
+            live += size
+        elif action == Action.DESTROY:
+            live -= size
+        peak = max(peak, live)
+    return peak / 2**20
+
+
 def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path, model: str | None = None,
-            rows_per_slot: int | None = None) -> dict:
+            rows_per_slot: int | None = None, tensor_peak: bool = False) -> dict:
     import torch
 
     from curate.devices import resolve_dtype
@@ -139,6 +164,12 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     loaded = rss_mb()
     load_peak = status_mb("VmHWM")
     reset = run.device == "cpu" and reset_peak_rss()
+    if tensor_peak:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True) as prof:
+            fit(run, resume=False, packed_rows=not flat, labelled_only=not all_positions)
+        return {"case": case, "tensor_peak_mb": round(tensor_peak_mb(prof), 1)}
     started = time.perf_counter()
     fit(run, resume=False, packed_rows=not flat, labelled_only=not all_positions)
     seconds = time.perf_counter() - started
@@ -171,6 +202,8 @@ def main() -> None:
     ap.add_argument("--rows-per-slot", type=int, default=None,
                     help="banking77 rows per packed row and step (default 4, about a full 256-token row); "
                          "1: one example a step, where weights rather than activations make the peak")
+    ap.add_argument("--tensor-peak", action="store_true",
+                    help="CPU: also the peak of live tensor bytes while training (a second, profiled process per case)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     from curate.snapshot import resolve_snapshot
@@ -178,19 +211,27 @@ def main() -> None:
     snapshot = str(resolve_snapshot(a.snapshot))
     work = ROOT / "bench/out/train_runs"
     if a.one:
-        print("RESULT " + json.dumps(run_one(a.one, snapshot, a.steps, a.batch, a.threads, work, a.model, a.rows_per_slot)))
+        print("RESULT " + json.dumps(run_one(a.one, snapshot, a.steps, a.batch, a.threads, work, a.model, a.rows_per_slot,
+                                             a.tensor_peak)))
         return
-    results = []
-    for case in a.cases:
+
+    def one(case: str, tensor_peak: bool) -> dict:
         proc = subprocess.run([sys.executable, __file__, "--one", case, "--snapshot", snapshot, "--steps", str(a.steps),
                                "--batch", str(a.batch), "--threads", str(a.threads),
                                *(["--model", a.model] if a.model else []),
-                               *(["--rows-per-slot", str(a.rows_per_slot)] if a.rows_per_slot else [])],
+                               *(["--rows-per-slot", str(a.rows_per_slot)] if a.rows_per_slot else []),
+                               *(["--tensor-peak"] if tensor_peak else [])],
                               capture_output=True, text=True, cwd=ROOT)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{case} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(line[7:]))
+        return json.loads(line[7:])
+
+    results = []
+    for case in a.cases:
+        results.append(one(case, False))
+        if a.tensor_peak and results[-1]["device"] == "cpu":
+            results[-1]["tensor_peak_mb"] = one(case, True)["tensor_peak_mb"]
         print(results[-1], flush=True)
     by = {r["case"]: r for r in results}
     summary = {}
@@ -205,6 +246,8 @@ def main() -> None:
         if {q, l} <= by.keys() and by[q]["train_peak_above_start_mb"] and by[l]["train_peak_above_start_mb"]:
             summary[f"train_peak_above_start_{q}_over_{l}"] = round(
                 by[q]["train_peak_above_start_mb"] / by[l]["train_peak_above_start_mb"], 3)
+        if {q, l} <= by.keys() and by[q].get("tensor_peak_mb") and by[l].get("tensor_peak_mb"):
+            summary[f"tensor_peak_{q}_over_{l}"] = round(by[q]["tensor_peak_mb"] / by[l]["tensor_peak_mb"], 3)
     for m in ("qlora", "lora"):
         for packed, base in ((f"{m}_packed", f"{m}_padded"), (f"{m}_packed_flat", f"{m}_padded"),
                              (f"{m}_packed", f"{m}_packed_flat"), (f"{m}_packed_quarter", f"{m}_padded")):
