@@ -142,22 +142,30 @@ def test_merged_adapter_is_the_adapter_folded_into_the_base(tiny_run, tmp_path):
     from trainers.predict import adapter_base, load_model, merge_adapter
 
     adapter = tiny_run["adapter"]
-    merged_dir = merge_adapter(adapter, tmp_path / "merged")
+    merged_dir = merge_adapter(adapter, tmp_path / "merged", dtype="float32")
     assert (merged_dir / "config.json").is_file() and [p.name for p in tmp_path.iterdir()] == ["merged"]  # no temporary left
     assert merge_adapter(adapter, merged_dir) == merged_dir  # a finished folder is returned as it is
     fmt = PromptFormat.load(adapter)
     ids = torch.tensor([fmt.encode("my pin is blocked", "pin_blocked").input_ids])
     with torch.no_grad():
-        want = load_model(adapter)(input_ids=ids).logits
-        got = AutoModelForCausalLM.from_pretrained(str(merged_dir))(input_ids=ids).logits
-        bare = load_model(None, adapter_base(adapter))(input_ids=ids).logits
+        want = load_model(adapter, dtype="float32")(input_ids=ids).logits
+        got = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32)(input_ids=ids).logits
+        bare = load_model(None, adapter_base(adapter), dtype="float32")(input_ids=ids).logits
     scale = want.abs().max().item()
-    # A bf16 merge (the compute dtype where the CPU has bf16 instructions) rounds W + BA to bf16's
-    # 8-bit mantissa: measured 1.09 on logits up to 38, against 25 between the bare base and the adapter.
-    tol = 1e-3 if want.dtype == torch.float32 else 5e-2
-    assert (got - want).abs().max().item() <= tol * scale, (got - want).abs().max()
+    # the merge itself, in float32: W + BA is what the adapter computes beside W
+    assert (got - want).abs().max().item() <= 1e-3 * scale, (got - want).abs().max()
     # the adapter changed the model well beyond that tolerance: the match means something
-    assert (bare - want).abs().max().item() > max(1e-2, 4 * tol) * scale
+    effect = (bare - want).abs().max().item()
+    assert effect > 1e-2 * scale
+
+    # As evaluation merges it: in the compute dtype of this hardware (bf16 where the CPU has bf16
+    # instructions), where rounding W + BA moves the logits by a small share of the adapter's effect
+    # (a bf16 merge, both read in float32: 1.46 against 24.6, 0.06 of it; compared in bf16 compute,
+    # 1.09 and 2.56 in two runs, over the 5 % of the largest logit this test used to allow).
+    served = merge_adapter(adapter, tmp_path / "merged-auto")
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(str(served), dtype=torch.float32)(input_ids=ids).logits
+    assert (got - want).abs().max().item() <= 0.25 * effect, ((got - want).abs().max(), effect)
 
 
 @pytest.mark.slow
