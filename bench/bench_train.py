@@ -11,7 +11,9 @@ imported), which isolates what the model, activations and optimizer add. On CPU 
 is also split: while loading (a 4-bit load passes through the full-precision weights) and
 while training (VmHWM reset after the load), so the training peak compares what each
 method holds as it trains.
-Tokens/s counts real (non-padding) tokens trained. The `_flat` cases pack as TRL's
+Tokens/s counts real (non-padding) tokens trained; `slots_per_token` the positions the batches
+hold per real token, and the summary's `padding_ceiling` their ratio, padded over packed: the
+speed-up packing gives where a position costs the same in both. The `_flat` cases pack as TRL's
 padding-free collator does, every packed row of a batch joined into one (the trainer's
 packing before trainers.packing kept the rows apart): the baseline of the packing figures.
 The `_allpos` cases run TRL's LM head over every position, its default on the CPU, where the
@@ -61,6 +63,9 @@ CASES = {
     # A quarter of --batch in packed rows: about the tokens of a padded batch of --batch banking77
     # examples (~4 examples a 256-token row), so a step of each holds the same work
     "qlora_packed_quarter": {"method": "qlora", "packing": True, "batch_fraction": 0.25},
+    # Padded batches of 4x --batch examples: about the tokens of --batch packed rows, so a step of each
+    # holds the same work and the same per-step costs (the optimizer step, 4-bit dequantization)
+    "qlora_padded_x4": {"method": "qlora", "packing": False, "batch_fraction": 4.0, "rows_per_slot": 1},
     # TRL's LM head over every position, its default on the CPU (the trainer runs it only where a label
     # is, trainers.sft): the baseline of the head figures
     "qlora_packed_allpos": {"method": "qlora", "packing": True, "all_positions": True},
@@ -132,6 +137,20 @@ def tensor_peak_mb(prof) -> float:
     return peak / 2**20
 
 
+def slots_per_token(trainer) -> float:
+    """Token positions the case's batches hold per real (non-padding) token, over one pass of its
+    training data: what a step computes for each token it trains. A padded batch pads to its
+    longest example; a batch of packed rows to its longest row. The ratio of two cases' figures is
+    the speed-up packing would give if a position cost the same in both (the padding ceiling)."""
+    from trainers.packing import real_tokens
+
+    slots = real = 0
+    for batch in trainer.get_train_dataloader():
+        slots += batch["input_ids"].numel()
+        real += int(batch["attention_mask"].sum()) if "attention_mask" in batch else real_tokens(batch["position_ids"])
+    return slots / real
+
+
 def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path, model: str | None = None,
             rows_per_slot: int | None = None, tensor_peak: bool = False) -> dict:
     import torch
@@ -185,6 +204,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
         "load_peak_above_start_mb": round(load_peak - before, 1) if run.device == "cpu" else None,
         "train_peak_above_start_mb": round(train_peak - before, 1) if train_peak is not None else None,
         "fit_seconds": round(seconds, 1),
+        "slots_per_token": round(slots_per_token(run.trainer), 3),
         "tokens": tokens, "tokens_per_s": round(tokens / seconds, 1), "s_per_step": round(seconds / steps, 2),
     }
 
@@ -250,10 +270,16 @@ def main() -> None:
             summary[f"tensor_peak_{q}_over_{l}"] = round(by[q]["tensor_peak_mb"] / by[l]["tensor_peak_mb"], 3)
     for m in ("qlora", "lora"):
         for packed, base in ((f"{m}_packed", f"{m}_padded"), (f"{m}_packed_flat", f"{m}_padded"),
-                             (f"{m}_packed", f"{m}_packed_flat"), (f"{m}_packed_quarter", f"{m}_padded")):
+                             (f"{m}_packed", f"{m}_packed_flat"), (f"{m}_packed_quarter", f"{m}_padded"),
+                             (f"{m}_packed", f"{m}_padded_x4")):
             if {packed, base} <= by.keys():
                 summary[f"tokens_per_s_{packed}_over_{base}"] = round(
                     by[packed]["tokens_per_s"] / by[base]["tokens_per_s"], 3)
+    for packed, base in (("qlora_packed", "qlora_padded"), ("qlora_packed", "qlora_padded_x4"), ("lora_packed", "lora_padded"),
+                         ("qlora_packed_noinstr", "qlora_padded_noinstr")):
+        if {packed, base} <= by.keys():  # the most packing can gain where every position costs the same
+            summary[f"padding_ceiling_{packed}_over_{base}"] = round(
+                by[base]["slots_per_token"] / by[packed]["slots_per_token"], 3)
     for case in ("qlora_packed", "qlora_padded"):
         if {case, f"{case}_allpos"} <= by.keys():
             summary[f"tokens_per_s_{case}_over_{case}_allpos"] = round(
