@@ -271,15 +271,13 @@ def main() -> None:
     for m in ("qlora", "lora"):
         for packed, base in ((f"{m}_packed", f"{m}_padded"), (f"{m}_packed_flat", f"{m}_padded"),
                              (f"{m}_packed", f"{m}_packed_flat"), (f"{m}_packed_quarter", f"{m}_padded"),
-                             (f"{m}_packed", f"{m}_padded_x4")):
+                             (f"{m}_packed", f"{m}_padded_x4"), (f"{m}_packed_noinstr", f"{m}_padded_noinstr")):
             if {packed, base} <= by.keys():
                 summary[f"tokens_per_s_{packed}_over_{base}"] = round(
                     by[packed]["tokens_per_s"] / by[base]["tokens_per_s"], 3)
-    for packed, base in (("qlora_packed", "qlora_padded"), ("qlora_packed", "qlora_padded_x4"), ("lora_packed", "lora_padded"),
-                         ("qlora_packed_noinstr", "qlora_padded_noinstr")):
-        if {packed, base} <= by.keys():  # the most packing can gain where every position costs the same
-            summary[f"padding_ceiling_{packed}_over_{base}"] = round(
-                by[base]["slots_per_token"] / by[packed]["slots_per_token"], 3)
+                if "padded" in base:  # the most packing can gain where every position costs the same
+                    summary[f"padding_ceiling_{packed}_over_{base}"] = round(
+                        by[base]["slots_per_token"] / by[packed]["slots_per_token"], 3)
     for case in ("qlora_packed", "qlora_padded"):
         if {case, f"{case}_allpos"} <= by.keys():
             summary[f"tokens_per_s_{case}_over_{case}_allpos"] = round(
