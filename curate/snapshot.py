@@ -8,9 +8,11 @@
         manifest.json       config and its hash, input hashes, per-stage counts,
                             class distribution, code version, file hashes
 
-The snapshot id is a hash of the content (data files, config hash, input hashes,
-code version), so the same inputs give the same id, and two runs that differ never
-collide. The folder is assembled under a temporary name and renamed into place in
+The snapshot id is a hash of the content (data files, config hash, input hashes), so
+the same data gives the same id, and two snapshots that differ never collide. The code
+that made it is recorded in the manifest (`code`) but is not part of the id: code that
+writes the same bytes from the same inputs and settings makes the same snapshot (a
+refactor keeps every snapshot, and the reviews recorded on it). The folder is assembled under a temporary name and renamed into place in
 one step: a killed run leaves no half-written snapshot. `index.jsonl` beside the
 snapshots lists them in creation order (latest last).
 
@@ -45,9 +47,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-# The modules whose code decides a snapshot's content: a change to any of them gives a
-# new snapshot id (and recomputes the stages that use them); changes elsewhere (the
-# CLI, the trainers, reports) do not.
+# The modules whose code decides a snapshot's content (recorded in its manifest).
 CURATION_MODULES = (
     "curate/config.py", "curate/ingest.py", "curate/schema.py", "curate/stages.py", "curate/snapshot.py",
     "filters/*.py",
@@ -107,7 +107,7 @@ def write_snapshot(
             write_table(frame, tmp / fname)
         files = {f: file_sha256(tmp / f) for f in DATA_FILES}
         code = code_version()
-        identity = {"files": files, "config_hash": config_hash, "inputs": inputs, "code": code["source_sha256"]}
+        identity = {"files": files, "config_hash": config_hash, "inputs": inputs}
         snapshot_id = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
         manifest = {
             "snapshot_id": snapshot_id,

@@ -45,6 +45,18 @@ def test_same_content_same_id_and_index_order(tmp_path):
     assert not [p for p in (tmp_path / "demo").iterdir() if p.name.startswith(".tmp")]
 
 
+def test_the_id_is_the_content_not_the_code(tmp_path, monkeypatch):
+    """Code that writes the same bytes makes the same snapshot (a refactor keeps ids and reviews);
+    the manifest still records which code it was."""
+    import curate.snapshot as snap
+
+    a = _write(tmp_path / "a")
+    monkeypatch.setattr(snap, "code_version", lambda *args: {"package": "9", "git_commit": None, "source_sha256": "other"})
+    b = _write(tmp_path / "b")
+    assert a.name == b.name
+    assert json.loads((b / "manifest.json").read_text())["code"]["source_sha256"] == "other"
+
+
 def test_manifest_counts_and_distribution(tmp_path):
     folder = _write(tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
