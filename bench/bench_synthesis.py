@@ -10,7 +10,7 @@ Measures, on the latest snapshot of the task and the configured (bundled) model:
 2. raw `vllm.LLM.generate` on the same round-1 prompts and sampling settings (same
    seeds, same structured outputs, same packing), so overhead can be compared with
    generation time; and once more as a single call without per-request seeds, which is
-   what the packing workaround (see curate.synthesis.VLLMGenerator) costs.
+   what the packing workaround (see synthesis.synthesize.VLLMGenerator) costs.
 3. transformers `generate()` one prompt at a time on the first --hf-prompts of those
    prompts (same max_tokens, temperature, top_p and dtype; no structured outputs): tokens/s.
 Writes bench/out/synthesis-<task>.json. Figures go to docs/synthesis.md; nothing here
@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def raw_vllm(llm, gen, pending, *, seeds: bool) -> dict:
-    from curate.synthesis import pack_by_tokens, sampling_params
+    from synthesis.generate import pack_by_tokens, sampling_params
 
     ids = gen.tokenize([p.request for p in pending])
     if seeds:
@@ -52,7 +52,7 @@ def raw_vllm(llm, gen, pending, *, seeds: bool) -> dict:
 def _unseeded(req):
     from vllm import SamplingParams
 
-    from curate.synthesis import structured_outputs
+    from synthesis.generate import structured_outputs
 
     s = req.sampling
     return SamplingParams(n=s["n"], temperature=s["temperature"], top_p=s["top_p"], max_tokens=s["max_tokens"],
@@ -63,7 +63,7 @@ def hf_one_at_a_time(model_dir: Path, tokenizer, pending, n: int, dtype: str = "
     import torch
     from transformers import AutoModelForCausalLM
 
-    from curate.devices import torch_dtype
+    from core.devices import torch_dtype
 
     # the engine's dtype on this machine (auto): a bf16 baseline on a CPU without bf16
     # instructions would be slowed by the conversion, not by running one prompt at a time
@@ -91,12 +91,13 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     args = ap.parse_args()
 
-    import polars as pl
 
-    from curate.config import load_config
-    from curate.engine import make_llm
-    from curate.model import resolve_model
-    from curate.synthesis import VLLMGenerator, _rows_by_class, load_frames, render_generation_requests, resolve_templates, smallest_classes_plan, synthesis_settings, synthesize
+    from core.config import load_config
+    from core.engine import make_llm
+    from core.model import resolve_model
+    from synthesis.generate import VLLMGenerator
+    from synthesis.requests import render_generation_requests, rows_by_class
+    from synthesis.synthesize import load_frames, resolve_templates, smallest_classes_plan, synthesis_settings, synthesize
 
     config = load_config(args.config)
     train, ev, where = load_frames(config)
@@ -123,7 +124,7 @@ def main() -> None:
     # 2. raw vLLM on the same round-1 prompts and settings
     gen_tpl, _ = resolve_templates(config, syn)
     counts = {r["label"]: math.ceil(r["synth"] * syn.oversample) for r in plan.iter_rows(named=True)}
-    pending = render_generation_requests(gen_tpl, counts, _rows_by_class(train), config=config,
+    pending = render_generation_requests(gen_tpl, counts, rows_by_class(train), config=config,
                                          labels=config.label_set() or sorted(set(train["label"])), seed=syn.seed, attempt=1)
     gen = VLLMGenerator(llm, batch_size=syn.batch_size)
     t0 = time.perf_counter()

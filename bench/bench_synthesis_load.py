@@ -18,7 +18,7 @@ CPU build) and the stage holds only its rows. The sizes run smallest first, so t
 larger run's peak is compared against the smaller's on the same engine.
 
 The engine's worker hands the memory it freed back to the system after every
-generate() call (curate.engine.release_free_memory); `--keep-freed-memory` runs without
+generate() call (core.engine.release_free_memory); `--keep-freed-memory` runs without
 that, the baseline, and `--compare` runs both, each in its own process with its own
 engine, one after the other, and puts them side by side.
 
@@ -110,7 +110,7 @@ def equal_plan(train, prompts: int):
 
 
 def write(result: dict, mem: MemorySampler) -> None:
-    from curate.io import write_text
+    from core.io import write_text
 
     result["memory_timeline"] = mem.samples[:: max(1, len(mem.samples) // 400)]
     write_text(json.dumps(result, indent=2), Path(result["out"]) / f"synthesis-load-{result['task']}.json")
@@ -135,7 +135,7 @@ def compare(argv: list[str], out: Path) -> None:
             for name, r in results.items() for run in r["runs"]]
     for row in rows:
         print(json.dumps(row), flush=True)
-    from curate.io import write_text
+    from core.io import write_text
 
     write_text(json.dumps({"task": task, "runs": rows}, indent=2), out / f"synthesis-load-{task}-compare.json")
 
@@ -161,9 +161,10 @@ def main() -> None:
         return
     sizes = sorted(int(s) for s in args.prompts.split(","))
 
-    from curate.config import load_config
-    from curate.engine import exit_now, make_llm
-    from curate.synthesis import VLLMGenerator, load_frames, synthesis_settings, synthesize
+    from core.config import load_config
+    from core.engine import exit_now, make_llm
+    from synthesis.generate import VLLMGenerator
+    from synthesis.synthesize import load_frames, synthesis_settings, synthesize
 
     config = load_config(args.config, args.overrides)
     train, ev, where = load_frames(config)

@@ -18,7 +18,7 @@ padding-free collator does, every packed row of a batch joined into one (the tra
 packing before trainers.packing kept the rows apart): the baseline of the packing figures.
 The `_allpos` cases run TRL's LM head over every position, its default on the CPU, where the
 trainer runs it only on labelled positions (trainers.sft).
-The cases use `dtype: auto` (curate/devices.py) except the `_bf16` ones, which force bf16:
+The cases use `dtype: auto` (core/devices.py) except the `_bf16` ones, which force bf16:
 for `qlora_packed_bf16` the compute (on a CPU without bf16 instructions the two differ by
 the software conversion), for `lora_packed_bf16` the base weights too, the issue's
 baseline. Cases checkpoint gradients (TrainConfig's default) unless named `_nogc`. The `_noinstr`
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -153,18 +152,17 @@ def slots_per_token(trainer) -> float:
 
 def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_dir: Path, model: str | None = None,
             rows_per_slot: int | None = None, tensor_peak: bool = False) -> dict:
-    import torch
-
-    from curate.devices import resolve_dtype
-    from curate.model import resolve_model
-    from trainers.config import TrainConfig
-    from trainers.qlora import fit, peak_memory_mb, setup
-
     # The libraries load before the baseline: every case loads them alike (~290 MB here), and
     # what the cases compare is what the model and its training add.
     import bitsandbytes  # noqa: F401
     import peft  # noqa: F401
+    import torch
     from trl import SFTTrainer  # noqa: F401
+
+    from core.devices import resolve_dtype
+    from core.model import resolve_model
+    from core.train_config import TrainConfig
+    from trainers.qlora import fit, peak_memory_mb, setup
 
     torch.set_num_threads(threads)
     spec = dict(CASES[case])
@@ -226,7 +224,7 @@ def main() -> None:
                     help="CPU: also the peak of live tensor bytes while training (a second, profiled process per case)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from curate.snapshot import resolve_snapshot
+    from core.snapshot import resolve_snapshot
 
     snapshot = str(resolve_snapshot(a.snapshot))
     work = ROOT / "bench/out/train_runs"

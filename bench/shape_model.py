@@ -35,8 +35,8 @@ def write_shape_model(name: str, out: Path, seed: int = 0) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from curate.io import atomic_folder
-    from curate.model import resolve_model
+    from core.io import atomic_folder
+    from core.model import resolve_model
 
     base = resolve_model(None)
     folder = out / name

@@ -1,5 +1,6 @@
 """Class balance: plan per-class targets, cap majority classes diversely, budget synthesis.
 
+    kept, dropped, counts, plan = balance(rows, config)     # the stage: plan the train split's mix, cap
     plan = plan_balance(counts, strategy="power", power=0.5)
     kept = select_diverse(class_rows, k, seed=0)
 
@@ -29,6 +30,13 @@ import hashlib
 import math
 
 import polars as pl
+
+from core.config import Config
+from core.schema import StageCounts, count_stage, split_dropped
+from filters.near_dup import NearDupSettings, dedupe_near
+
+# Loose clusters for choosing which rows of a capped class stay: paraphrase families, not duplicates.
+DIVERSITY = NearDupSettings(threshold=0.5, ngram=2, num_perm=64)
 
 
 def target_counts(
@@ -109,7 +117,7 @@ def _order_key(row_id: str, seed: int) -> str:
     return hashlib.sha256(f"{seed}\x1f{row_id}".encode()).hexdigest()
 
 
-def select_diverse(df: pl.DataFrame, k: int, *, seed: int = 0, threshold: float = 0.5) -> pl.Series:
+def select_diverse(df: pl.DataFrame, k: int, *, seed: int = 0, settings: NearDupSettings = DIVERSITY) -> pl.Series:
     """Boolean mask choosing k rows of one class, round-robin across loose near-dup clusters.
 
     Input columns: row_id, input. The choice is deterministic for a seed.
@@ -118,9 +126,7 @@ def select_diverse(df: pl.DataFrame, k: int, *, seed: int = 0, threshold: float 
         return pl.Series("keep", [True] * df.height)
     if k <= 0:
         return pl.Series("keep", [False] * df.height)
-    from filters.near_dup import dedupe_near
-
-    clustered = dedupe_near(df.select("row_id", "input"), threshold=threshold, ngram=2, num_perm=64)
+    clustered = dedupe_near(df.select("row_id", "input"), settings)
     ranked = (
         clustered.with_row_index("_pos")
         .with_columns(_key=pl.col("row_id").map_elements(lambda r: _order_key(r, seed), return_dtype=pl.String))
@@ -153,30 +159,26 @@ def cap_classes(train: pl.DataFrame, plan: pl.DataFrame, *, seed: int = 0) -> pl
     ).drop("_pos", "_keep")
 
 
-def plot_class_mix(before: dict[str, int], planned: dict[str, int], after: dict[str, int] | None, path, *, title: str = "class mix") -> None:
-    """Grouped bar chart (PNG) of rows per class: before, planned and (if known) after."""
-    import matplotlib
+def balance(rows: pl.DataFrame, config: Config) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts, pl.DataFrame]:
+    """The balance stage: plan the class mix of the train split and cap majority classes.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    labels = sorted(set(before) | set(planned) | set(after or {}), key=lambda c: (-before.get(c, 0), c))
-    series = [("before", before, "#9aa5b1"), ("planned", planned, "#2f6fdf")]
-    if after is not None:
-        series.append(("after", after, "#1f9d55"))
-    x = np.arange(len(labels))
-    width = 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(min(18, max(8, 0.2 * len(labels) * len(series))), 5), dpi=110)
-    for i, (name, values, colour) in enumerate(series):
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, [values.get(c, 0) for c in labels], width, label=name, color=colour)
-    ax.set_xticks(x, labels, rotation=90, fontsize=6 if len(labels) > 30 else 8)
-    ax.set_ylabel("train rows")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    from curate.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    Input: rows in the row schema (train and eval). Returns (kept, dropped, counts, plan);
+    dropped rows carry reason `class_cap`; the plan's `synth` column is the synthesis budget
+    per class. Eval rows pass unchanged.
+    """
+    b = config.balance
+    train = rows.filter(pl.col("split") == "train")
+    counts = dict(train.group_by("label").len().iter_rows())
+    labels = config.label_set()
+    if labels is not None:  # classes with no rows left still get a target (and a synthesis budget)
+        counts = {label: counts.get(label, 0) for label in labels}
+    plan = plan_balance(
+        counts,
+        strategy=b.strategy if b.enabled else "none",
+        total=b.total, power=b.power, weights=b.weights, floor=b.floor, cap=b.cap,
+        max_synthetic_ratio=b.max_synthetic_ratio,
+    )
+    marked = cap_classes(train, plan, seed=config.seed)
+    kept_train, dropped = split_dropped(marked, stage="balance")
+    kept = pl.concat([kept_train, rows.filter(pl.col("split") != "train")])
+    return kept, dropped, count_stage("balance", rows, kept, dropped), plan

@@ -52,25 +52,63 @@ Hash compatibility with datasketch (>= 2.0 has permutation *schemes*):
   every shingle's bytes. ``hash="fast"`` (default): shingle hash = ``fast_hash32``,
   bit-identical to datasketch given ``hashfunc=fast_hash32``.
 
+Settings: one ``NearDupSettings`` (threshold, permutations, shingles, seed, hash family) is
+built once and handed to every driver and pass that needs it (the shape of datatrove's
+``MinhashConfig``).
+
 Run: ``python -c "import polars as pl; from filters.near_dup import dedupe_near; ..."``,
-or ``curate dedupe-file`` (see ``curate/dedupe_file.py``).
+or ``curate dedupe`` (see ``filters/dedupe_file.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import math
 import re
 import struct
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Literal, Sequence
 
-import numba
 import numpy as np
 import polars as pl
-from numba import njit, prange
+
+# The kernels are numba's, compiled on first call; numba itself (and its llvmlite) is imported
+# then too, not when this module is. A process that only imports the project (the CLI, the
+# flow's child processes) never loads llvmlite: vLLM 0.32's CPU worker fails to start in a
+# process that has (its Triton-kernel rebinding scans every module's objects and trips over
+# llvmlite's lock-wrapped ctypes functions), and the worker imports the main module again.
+_KERNELS: dict[str, tuple[Callable, dict]] = {}
+_numba_lock = threading.Lock()
+prange = range  # numba.prange once the kernels are made
+
+
+def _make_kernels() -> None:
+    """Replace every kernel of this module by its numba dispatcher (compiled lazily by numba, per signature)."""
+    with _numba_lock:
+        if globals()["prange"] is not range:
+            return
+        import numba
+
+        for name, (fn, options) in _KERNELS.items():
+            globals()[name] = numba.njit(**options)(fn)
+        globals()["prange"] = numba.prange
+
+
+def njit(**options):
+    """numba.njit(**options), made on the first call of any kernel of this module (_make_kernels)."""
+    def wrap(fn: Callable) -> Callable:
+        _KERNELS[fn.__name__] = (fn, options)
+
+        @functools.wraps(fn)
+        def first_call(*args):
+            _make_kernels()
+            return globals()[fn.__name__](*args)
+
+        return first_call
+
+    return wrap
 
 Shingle = Literal["word", "char"]
 HashMode = Literal["fast", "sha1"]
@@ -937,6 +975,33 @@ def _check_rows(n: int) -> None:
         raise ValueError("more than 2^32 rows: shard the input (pairs are packed in 64 bits)")
 
 
+@dataclass(frozen=True)
+class NearDupSettings:
+    """What makes two rows near duplicates, and how the passes find them: built once (from a config's
+    `dedupe.near` or by hand), validated, and handed to every driver and pass that needs it."""
+
+    threshold: float = 0.8  # Jaccard of the shingle sets at or above which two rows are duplicates
+    num_perm: int = 128  # MinHash permutations
+    ngram: int = 3  # shingle length, in words (characters with shingle="char")
+    shingle: Shingle = "word"
+    seed: int = 1  # permutation seed (datasketch's default is 1)
+    hash: HashMode = "fast"  # shingle hash fed to MinHash: fast_hash32, or datasketch's sha1_hash32
+    scheme: Scheme = DEFAULT_SCHEME
+    min_recall: float = 0.99  # P(candidate | Jaccard = threshold) the band choice must reach
+    max_partners: int = MAX_PARTNERS
+
+    def __post_init__(self) -> None:
+        _check_settings(self.threshold, self.num_perm, self.ngram, self.shingle, self.hash, self.scheme)
+
+    @property
+    def bands_rows(self) -> tuple[int, int]:
+        """(bands, rows per band) for this threshold and number of permutations (choose_bands)."""
+        return choose_bands(self.threshold, self.num_perm, min_recall=self.min_recall)
+
+
+DEFAULTS = NearDupSettings()
+
+
 def _band_key_matrix(sets: ShingleSets, *, bands: int, rows: int, num_perm: int, seed: int, scheme: Scheme) -> np.ndarray:
     """Passes 2-3 fused: (bands, n) band keys straight from a per-thread signature buffer,
     so the (n, num_perm) signature matrix never exists (same keys as sign_shard -> band_keys)."""
@@ -972,38 +1037,28 @@ def _linked_edges(state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray
 
 
 def find_links(
-    texts: pl.Series | Sequence[str | None],
-    *,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 3,
-    shingle: Shingle = "word",
-    seed: int = 1,
-    hash: HashMode = "fast",
-    scheme: Scheme = DEFAULT_SCHEME,
-    min_recall: float = 0.99,
-    max_partners: int = MAX_PARTNERS,
-    split: int = -1,
+    texts: pl.Series | Sequence[str | None], settings: NearDupSettings = DEFAULTS, *, split: int = -1
 ) -> NearDupLinks:
     """Run passes 1-6 over `texts` in this process and return the verified edges and clusters.
 
     ``split >= 0`` keeps only pairs between rows [0, split) and [split, n) (decontamination).
     """
-    _check_settings(threshold, num_perm, ngram, shingle, hash, scheme)
+    st = settings
     n = len(texts)
     _check_rows(n)
-    sets = shingle_hashes(texts, ngram=ngram, shingle=shingle)
-    if hash == "sha1":
+    sets = shingle_hashes(texts, ngram=st.ngram, shingle=st.shingle)
+    if st.hash == "sha1":
         seq = texts.to_list() if isinstance(texts, pl.Series) else texts
-        sets_for_sign = _sha1_values(seq, ngram, shingle)
+        sets_for_sign = _sha1_values(seq, st.ngram, st.shingle)
     else:
         sets_for_sign = sets
-    bands, rows = choose_bands(threshold, num_perm, min_recall=min_recall)
-    keys = _band_key_matrix(sets_for_sign, bands=bands, rows=rows, num_perm=num_perm, seed=seed, scheme=scheme)
+    bands, rows = st.bands_rows
+    threshold, max_partners = st.threshold, st.max_partners
+    keys = _band_key_matrix(sets_for_sign, bands=bands, rows=rows, num_perm=st.num_perm, seed=st.seed, scheme=st.scheme)
     live = sets.lengths > 0
 
     def sort_band(band: int) -> tuple[np.ndarray, np.ndarray]:
-        return _sort_live(keys[band], live)
+        return _sort_live(keys[band], live)  # noqa: F821 - called only before `del keys` below
 
     if split >= 0:
         # Decontamination: every train-eval candidate pair is verified (best match wanted).
@@ -1036,12 +1091,13 @@ def find_links(
 # Sharded driver: the same passes as units of work a runner maps over workers (Ray, ...)
 # ----------------------------------------------------------------------------------------
 def shard_band_keys(
-    texts: pl.Series | Sequence[str | None], *, bands: int, rows: int, num_perm: int = 128, ngram: int = 3,
-    shingle: Shingle = "word", seed: int = 1, scheme: Scheme = DEFAULT_SCHEME,
+    texts: pl.Series | Sequence[str | None], settings: NearDupSettings = DEFAULTS
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """Passes 1-3 for one row shard: ([band keys of band 0, 1, ...], live mask). Needs no other shard."""
-    sets = shingle_hashes(texts, ngram=ngram, shingle=shingle)
-    keys = _band_key_matrix(sets, bands=bands, rows=rows, num_perm=num_perm, seed=seed, scheme=scheme)
+    st = settings
+    bands, rows = st.bands_rows
+    sets = shingle_hashes(texts, ngram=st.ngram, shingle=st.shingle)
+    keys = _band_key_matrix(sets, bands=bands, rows=rows, num_perm=st.num_perm, seed=st.seed, scheme=st.scheme)
     return [keys[i].copy() for i in range(bands)], sets.lengths > 0
 
 
@@ -1064,11 +1120,12 @@ def candidate_pairs_sorted(skeys: np.ndarray, srows: np.ndarray, *, max_partners
     return left, right
 
 
-def text_pair_jaccard(left: Sequence[str | None], right: Sequence[str | None], *, ngram: int = 3,
-                      shingle: Shingle = "word") -> np.ndarray:
+def text_pair_jaccard(left: Sequence[str | None], right: Sequence[str | None],
+                      settings: NearDupSettings = DEFAULTS) -> np.ndarray:
     """Pass 5 for a chunk of pairs given their texts: the exact Jaccard of each pair."""
     m = len(left)
-    sets = shingle_hashes(pl.Series(values=list(left) + list(right), dtype=pl.String), ngram=ngram, shingle=shingle)
+    sets = shingle_hashes(pl.Series(values=list(left) + list(right), dtype=pl.String), ngram=settings.ngram,
+                          shingle=settings.shingle)
     idx = np.arange(m, dtype=np.int64)
     return pair_jaccard(sets, idx, idx + m)
 
@@ -1090,23 +1147,15 @@ def _link_in_order(left, right, sim, threshold, parent, el, er, es, counts):
 
 def find_links_mapped(
     texts: pl.Series,
+    settings: NearDupSettings = DEFAULTS,
     *,
     map_fn: Callable[..., Iterable],
     shards: int = 4,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 3,
-    shingle: Shingle = "word",
-    seed: int = 1,
-    hash: HashMode = "fast",
-    scheme: Scheme = DEFAULT_SCHEME,
-    min_recall: float = 0.99,
-    max_partners: int = MAX_PARTNERS,
     split: int = -1,
     pair_chunk: int = 200_000,
 ) -> NearDupLinks:
     """`find_links` with its passes as units of work: `map_fn(fn, *iterables)` runs them
-    (the builtin `map` in-process; a Ray map on a cluster, see curate/near_dup_ray.py).
+    (the builtin `map` in-process; a Ray map on a cluster, see filters/near_dup_ray.py).
 
     Signatures and band keys are made per row shard, each band is grouped on its own
     (it receives only that band's keys), and pairs are verified in chunks that carry
@@ -1114,20 +1163,18 @@ def find_links_mapped(
     texts and gathers the candidate pairs, then links them in the in-process order, so
     the edges, clusters and similarities are the ones `find_links` returns.
     """
-    _check_settings(threshold, num_perm, ngram, shingle, hash, scheme)
-    if hash != "fast":
+    if settings.hash != "fast":
         raise ValueError("the sharded driver signs with hash='fast' only")
+    threshold = settings.threshold
     texts = texts.cast(pl.String)
     n = len(texts)
     _check_rows(n)
-    bands, rows = choose_bands(threshold, num_perm, min_recall=min_recall)
+    bands, _ = settings.bands_rows
     bounds = np.linspace(0, n, max(1, min(shards, n)) + 1).astype(np.int64)
     parts = [texts.slice(int(lo), int(hi - lo)) for lo, hi in zip(bounds[:-1], bounds[1:])]
-    sign = functools.partial(shard_band_keys, bands=bands, rows=rows, num_perm=num_perm, ngram=ngram,
-                             shingle=shingle, seed=seed, scheme=scheme)
-    signed = list(map_fn(sign, parts))
+    signed = list(map_fn(functools.partial(shard_band_keys, settings=settings), parts))
     live_parts = [live for _, live in signed]
-    group = functools.partial(band_candidates, max_partners=max_partners, split=split)
+    group = functools.partial(band_candidates, max_partners=settings.max_partners, split=split)
     per_band = list(map_fn(group, [[keys[band] for keys, _ in signed] for band in range(bands)],
                            [live_parts] * bands))
     del signed
@@ -1137,7 +1184,7 @@ def find_links_mapped(
     uniq, inverse = np.unique(_pack_pairs(left_all, right_all), return_inverse=True)
     ul, ur = _unpack_pairs(uniq)
     chunks = [(int(lo), int(min(lo + pair_chunk, uniq.shape[0]))) for lo in range(0, uniq.shape[0], pair_chunk)]
-    verify = functools.partial(text_pair_jaccard, ngram=ngram, shingle=shingle)
+    verify = functools.partial(text_pair_jaccard, settings=settings)
     sims = list(map_fn(verify, [texts.gather(ul[lo:hi]).to_list() for lo, hi in chunks],
                        [texts.gather(ur[lo:hi]).to_list() for lo, hi in chunks]))
     usim = np.concatenate(sims) if sims else np.empty(0, np.float64)
@@ -1194,20 +1241,20 @@ class NearDupResult:
 
 def near_dup_clusters(
     texts: pl.Series | Sequence[str | None],
+    settings: NearDupSettings = DEFAULTS,
     *,
     keep: KeepPolicy = "earliest",
     labels: pl.Series | None = None,
     links_fn: Callable[..., NearDupLinks] | None = None,
-    **settings,
 ) -> NearDupResult:
     """Passes 1-7 on a text column: who is kept, and what every other row was folded into.
 
-    `links_fn` runs passes 1-6 (default `find_links`, in this process; `find_links_mapped`
-    with a runner's map gives the same links from sharded work)."""
+    `links_fn(texts, settings, split=...)` runs passes 1-6 (default `find_links`, in this
+    process; `find_links_mapped` with a runner's map gives the same links from sharded work)."""
     if keep == "most_common_label" and labels is None:
         raise ValueError("keep='most_common_label' needs a label column")
     texts = texts if isinstance(texts, pl.Series) else pl.Series(values=list(texts), dtype=pl.String)
-    links = (links_fn or find_links)(texts, **settings)
+    links = (links_fn or find_links)(texts, settings)
     n = len(texts)
     lengths = texts.cast(pl.String).fill_null("").str.len_chars().to_numpy() if keep == "longest" else None
     keepers = _keepers(links.cluster, keep=keep, lengths=lengths, labels=labels)
@@ -1226,18 +1273,12 @@ def near_dup_clusters(
 # ----------------------------------------------------------------------------------------
 def dedupe_near(
     df: pl.DataFrame,
+    settings: NearDupSettings = DEFAULTS,
     *,
     text_col: str = "input",
     id_col: str = "row_id",
     label_col: str | None = None,
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 3,
-    shingle: Shingle = "word",
     keep: KeepPolicy = "earliest",
-    seed: int = 1,
-    hash: HashMode = "fast",
-    scheme: Scheme = DEFAULT_SCHEME,
     links_fn: Callable[..., NearDupLinks] | None = None,
 ) -> pl.DataFrame:
     """Mark near-duplicate rows; drop nothing (filter on ``kept`` to drop).
@@ -1258,10 +1299,7 @@ def dedupe_near(
     if missing:
         raise ValueError(f"dedupe_near: missing columns {missing}; have {df.columns}")
     labels = df[label_col] if label_col is not None else None
-    res = near_dup_clusters(
-        df[text_col], keep=keep, labels=labels, threshold=threshold, num_perm=num_perm, ngram=ngram,
-        shingle=shingle, seed=seed, hash=hash, scheme=scheme, links_fn=links_fn,
-    )
+    res = near_dup_clusters(df[text_col], settings, keep=keep, labels=labels, links_fn=links_fn)
     ids = df[id_col]
     out = df.with_columns(
         pl.Series("cluster", res.cluster, dtype=pl.Int64),
@@ -1298,16 +1336,10 @@ def label_conflicts(deduped: pl.DataFrame, *, id_col: str = "row_id", label_col:
 def find_contamination(
     train: pl.DataFrame,
     eval: pl.DataFrame,  # noqa: A002 - the name the pipeline uses
+    settings: NearDupSettings = DEFAULTS,
     *,
     text_col: str = "input",
     id_col: str = "row_id",
-    threshold: float = 0.8,
-    num_perm: int = 128,
-    ngram: int = 3,
-    shingle: Shingle = "word",
-    seed: int = 1,
-    hash: HashMode = "fast",
-    scheme: Scheme = DEFAULT_SCHEME,
     links_fn: Callable[..., NearDupLinks] | None = None,
 ) -> pl.DataFrame:
     """Train rows that are near-duplicates (verified Jaccard >= threshold) of an eval row.
@@ -1323,10 +1355,7 @@ def find_contamination(
             raise ValueError(f"find_contamination: {name} lacks columns {missing}")
     nt = train.height
     texts = pl.concat([train[text_col].cast(pl.String), eval[text_col].cast(pl.String)])
-    links = (links_fn or find_links)(
-        texts, threshold=threshold, num_perm=num_perm, ngram=ngram, shingle=shingle, seed=seed,
-        hash=hash, scheme=scheme, split=nt,
-    )
+    links = (links_fn or find_links)(texts, settings, split=nt)
     pairs = (
         pl.DataFrame({"t": links.left, "e": links.right - nt, "similarity": links.similarity})
         .sort(["t", "similarity", "e"], descending=[False, True, False])

@@ -3,7 +3,7 @@
 Input columns: input, drop_reason. Output columns: drop_reason, drop_detail.
 Reasons: too_short, too_long, too_few_words, repetitive.
 
-Thresholds come from the config (curate/config.py CleanConfig); the defaults fit
+Thresholds come from the config (core/config.py CleanConfig); the defaults fit
 short task inputs such as support messages (banking77: 13 to 433 characters):
 a message under 8 characters ("help", "?") carries no intent, and a real message
 repeats a word in at most a third of its positions.

@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.config import load_config
+from core.model import DEFAULT_MODEL_DIR
+from flows import tasks
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -27,17 +31,16 @@ def _prefect_home(tmp_path_factory):
 
 
 def curate_steps(config: str | Path, overrides: list[str] | None = None, *, synthesize: bool = False) -> Path:
-    """ingest -> clean -> dedupe -> balance [-> synthesize] -> snapshot: the flow's curation steps without Prefect."""
-    from curate import pipeline
-
-    config, overrides = str(config), list(overrides or [])
-    ingested = pipeline.step_ingest(config, overrides)
-    cleaned = pipeline.step_clean(config, overrides, ingested)
-    deduped = pipeline.step_dedupe(config, overrides, cleaned)
-    stages = [ingested, cleaned, deduped, pipeline.step_balance(config, overrides, deduped)]
+    """ingest -> clean -> dedupe -> balance [-> synthesize] -> snapshot: the flow's curation tasks as plain
+    functions (no Prefect run, so no artifacts), on the config loaded once, as the flow loads it."""
+    cfg = load_config(config, list(overrides or []))
+    ingested = tasks.ingest.fn(cfg)
+    cleaned = tasks.clean.fn(cfg, ingested)
+    deduped = tasks.dedupe.fn(cfg, cleaned)
+    stages = [ingested, cleaned, deduped, tasks.balance.fn(cfg, deduped)]
     if synthesize:
-        stages.append(pipeline.step_synthesize(config, overrides, stages[-1]))
-    return pipeline.step_snapshot(config, overrides, stages)
+        stages.append(tasks.synthesize.fn(cfg, stages[-1]))
+    return Path(tasks.snapshot.fn(cfg, stages, str(cfg.model.path or DEFAULT_MODEL_DIR)))
 
 
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:

@@ -16,10 +16,10 @@ import polars as pl
 import pytest
 import yaml
 
-from curate.config import ConfigError, load_config
-from curate.ingest import IngestError
-from curate.snapshot import read_manifest, verify_snapshot
-from curate.templates import lint_template
+from core.config import ConfigError, load_config
+from core.ingest import IngestError
+from core.snapshot import read_manifest, verify_snapshot
+from synthesis.templates import lint_template
 from tests.conftest import ROOT, base_config, curate_steps, write_config
 
 CORPUS = Path(os.environ.get("HOSTILE_CORPUS", ROOT / "tests" / "hostile")).resolve()
@@ -118,7 +118,7 @@ def test_hostile_config_is_a_clear_error(path):
 
 @pytest.mark.parametrize("path", TEMPLATES, ids=[p.name for p in TEMPLATES])
 def test_hostile_template_is_reported_with_file_and_line(path):
-    from curate.templates import TemplateProblemError, check_template, load_template
+    from synthesis.templates import TemplateProblemError, check_template, load_template
 
     expect = EXPECT.get("templates", {}).get(path.name, {})
     problems = lint_template(path, config=load_config("configs/banking77.yaml"))

@@ -19,7 +19,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from curate.snapshot import load_dataset, verify_snapshot
+from core.snapshot import load_dataset, verify_snapshot
 from tests.conftest import ROOT
 
 CURATE = """
@@ -143,8 +143,8 @@ def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapsh
 
 
 def test_a_full_disk_during_a_snapshot_write_leaves_the_previous_snapshot_readable(tmp_path, monkeypatch):
-    import curate.snapshot as snapshot
-    from curate.schema import empty_dropped, empty_quarantine
+    import core.snapshot as snapshot
+    from core.schema import empty_dropped, empty_quarantine
     from tests.trainers import make_snapshot
 
     rows = make_snapshot(tmp_path / "rows")

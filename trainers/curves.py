@@ -1,7 +1,7 @@
 """Learning curves: train on nested fractions of the train split, evaluate each, plot metric vs examples.
 
-    .venv/bin/python -m trainers.curves banking77 --config configs/train/smollm2-135m-qlora.yaml
-    .venv/bin/python -m trainers.curves banking77 --fractions 0.25 0.5 1.0 --set max_steps=100 --engine vllm
+    curate sweep banking77 --config configs/train/smollm2-135m-qlora.yaml
+    curate sweep banking77 --fractions 0.25,0.5,1.0 --set max_steps=100 --engine vllm
 
 Fractions are nested (trainers.qlora.split_rows: the first share of one seeded permutation,
 the validation hold-out fixed), so each point adds examples to the previous one. Every
@@ -15,7 +15,9 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from trainers.config import TrainConfig
+from core.train_config import TrainConfig
+from trainers.evaluate import evaluate
+from trainers.qlora import read_meta, train
 
 PRIMARY = {"classification": ("accuracy", "macro_f1"), "generation": ("exact_match", "slot_f1")}
 
@@ -25,9 +27,6 @@ def learning_curve(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: T
                    baseline: bool = False, max_examples: int | None = None,
                    train_fn: Callable | None = None, evaluate_fn: Callable | None = None) -> dict:
     """Train + evaluate per fraction; returns {points: [...], files: {...}} and writes curves.json/png."""
-    from trainers.evaluate import evaluate
-    from trainers.qlora import read_meta, train
-
     train_fn = train_fn or train
     evaluate_fn = evaluate_fn or evaluate
     out = Path(out_dir)
@@ -74,37 +73,3 @@ def plot_curves(points: list[dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=150)
     plt.close(fig)
     return Path(path)
-
-
-if __name__ == "__main__":
-    import argparse
-
-    from curate.model import resolve_model
-    from curate.snapshot import resolve_snapshot
-    from trainers.config import load_train_config
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("snapshot")
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--set", action="append", default=[])
-    ap.add_argument("--fractions", nargs="+", default=["0.25,0.5,1.0"],
-                    help="nested shares of the train split: 0.25,0.5,1.0 or 0.25 0.5 1.0")
-    ap.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
-    ap.add_argument("--baseline", action="store_true", help="add the base model as the 0-example point")
-    ap.add_argument("--max-examples", type=int, default=None)
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args()
-    try:
-        fractions = sorted({float(x) for item in a.fractions for x in item.split(",") if x.strip()})
-    except ValueError:
-        ap.error(f"--fractions: expected numbers in (0, 1], got {' '.join(a.fractions)!r}")
-    if not fractions or not all(0 < f <= 1 for f in fractions):
-        ap.error(f"--fractions: each must be in (0, 1], got {fractions}")
-    snap = resolve_snapshot(a.snapshot)
-    cfg = load_train_config(a.config, a.set)
-    out = a.out or str(Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}")
-    res = learning_curve(snap, resolve_model(None), cfg, out, fractions=fractions, engine=a.engine,
-                         baseline=a.baseline, max_examples=a.max_examples)
-    for p in res["points"]:
-        print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)})
-    print(res["files"]["png"])

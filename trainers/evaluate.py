@@ -1,14 +1,16 @@
 """Evaluate a tuned adapter against its base model (zero- and few-shot) on a snapshot's eval split.
 
-    .venv/bin/python -m trainers.evaluate --adapter data/runs/adapters/banking77/<run>/adapter
-    .venv/bin/python -m trainers.evaluate --snapshot viggo --base-only --engine transformers --max-examples 50
+    curate eval --adapter data/runs/adapters/banking77/<run>/adapter
+    curate eval --snapshot viggo --base-only --engine transformers --max-examples 50
+    report = evaluate(adapter_dir, snapshot_dir, engine_config=config.model.engine, seed=config.seed)
 
 Every system sees prompts from the same `PromptFormat.encode`: the tuned model with the
 adapter's own format; the base model with the same format plus, for classification, the
 label list in the system prompt (a model that was never told the 77 intent names cannot
 produce them), zero-shot and with `shots` examples from train as earlier chat turns.
 Generation is greedy; vLLM serves base and adapter from one engine (LoRARequest), or
-transformers `generate` where vLLM is not wanted.
+transformers `generate` where vLLM is not wanted. Every vLLM engine is built (core.engine)
+from the config's `model.engine` and `seed`, and the report records its arguments.
 
 Metrics
     classification  accuracy, macro-F1 (over the label set), per-class recall, confusion PNG
@@ -22,14 +24,21 @@ beside the adapter (or into --out).
 
 from __future__ import annotations
 
+import gc
 import json
 import random
 import re
+import shutil
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from core.config import EngineConfig
+from core.engine import build_llm, engine_args
+from core.train_config import FormatConfig
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
+from trainers.predict import adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model, lora_base, merge_adapter
 
 MR_RE = re.compile(r"^\s*([a-z_]+)\((.*)\)\s*$", re.S)
 SLOT_RE = re.compile(r"([a-z_]+)\[([^\[\]]*)\]")
@@ -163,10 +172,6 @@ def pick_shots(train_rows: list[dict], k: int, seed: int) -> list[tuple[str, str
 def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskInfo) -> PromptFormat:
     """The format for the bare base model: the adapter's template, stop token and instruction, plus
     the label list for classification (the same `PromptFormat.encode` renders it)."""
-    from dataclasses import replace
-
-    from trainers.config import FormatConfig
-
     if adapter_fmt is None:
         return PromptFormat.from_model(base_model, task, FormatConfig(include_labels=True))
     spec = adapter_fmt.spec
@@ -179,18 +184,17 @@ def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskIn
 def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_model: str | Path | None = None,
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
-             max_new_tokens: int | None = None, guided: bool = True, merged: bool = False) -> dict:
+             max_new_tokens: int | None = None, guided: bool = True, merged: bool = False,
+             engine_config: EngineConfig | None = None) -> dict:
     """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
 
     With `guided` (classification, vLLM), each system is also scored with its answer constrained
     to the label set (vLLM guided choice): how the model is served in practice. The free
-    systems measure what the model learned on its own (format compliance).
+    systems measure what the model learned on its own (format compliance). vLLM engines are
+    built from `engine_config` (a config's `model.engine`; its defaults when None) and `seed`,
+    which also draws the few-shot rows and the eval sample.
     """
-    import gc
-    import shutil
-
-    from trainers.predict import (adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model,
-                                  lora_base, merge_adapter)
+    engine_config = engine_config or EngineConfig()
 
     snapshot_dir = Path(snapshot_dir)
     if adapter_dir is None and base_model is None:
@@ -229,7 +233,13 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip): an engine of its
     # own, where a LoRA adapter's shares the base's engine with the base systems.
     qlora = adapter_method(adapter_dir) == "qlora"
-    llm, llm_serves = None, None
+    llm, llm_serves, built = None, None, []
+
+    def make_llm(model: Path, rank: int, lora: bool):
+        extra = {"enable_lora": lora, "max_lora_rank": max(rank, 8), "max_loras": 1}
+        built.append({k: v for k, v in engine_args(model, engine_config, seed=seed, **extra).items() if k != "model"})
+        return build_llm(model, engine_config, seed=seed, **extra)
+
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
     for name, fmt, shot_rows, with_adapter, choices in systems:
@@ -242,11 +252,11 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                     llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
                     gc.collect()
                 if serves == "merged":
-                    llm = _make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
+                    llm = make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
                 elif serves == "trained-base":
-                    llm = _make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
+                    llm = make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
                 else:
-                    llm = _make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
+                    llm = make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
                 llm_serves = serves
             gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
                                  max_new_tokens=max_new_tokens, llm=llm, choices=choices)
@@ -264,6 +274,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         "adapter": str(adapter_dir) if adapter_dir is not None else None,
         "base_model": str(base),
         "engine": engine,
+        # what every vLLM engine of this evaluation was built with (dtype, memory share, seed, ...), model path aside
+        "engine_args": built,
         # how vLLM served the adapter: a LoRARequest on the base, or its weights merged into the base
         "adapter_served": None if adapter_dir is None else ("merged" if merged else "lora"),
         # the base weights under the adapter: QLoRA's are the NF4 round trip it was trained on (trainers.predict.load_base)
@@ -291,13 +303,6 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     return report
 
 
-def _make_llm(base: Path, rank: int, lora: bool):
-    from curate.config import EngineConfig
-    from curate.engine import build_llm
-
-    return build_llm(base, EngineConfig(), seed=0, enable_lora=lora, max_lora_rank=max(rank, 8), max_loras=1)
-
-
 def report_markdown(report: dict) -> str:
     systems = report["systems"]
     cls = report["task_kind"] == "classification"
@@ -317,37 +322,3 @@ def report_markdown(report: dict) -> str:
         if "confusion_png" in report["files"]:
             lines += ["", f"![confusion]({Path(report['files']['confusion_png']).name})"]
     return "\n".join(lines) + "\n"
-
-
-if __name__ == "__main__":
-    import argparse
-
-    from curate.model import resolve_model
-    from curate.snapshot import resolve_snapshot
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--adapter", default=None)
-    ap.add_argument("--snapshot", default=None, help="default: the adapter's training snapshot")
-    ap.add_argument("--base-only", action="store_true")
-    ap.add_argument("--no-baseline", action="store_true")
-    ap.add_argument("--engine", choices=["vllm", "transformers"], default="vllm")
-    ap.add_argument("--shots", type=int, default=5)
-    ap.add_argument("--max-examples", type=int, default=None)
-    ap.add_argument("--no-guided", action="store_true", help="skip the label-constrained (guided choice) systems")
-    ap.add_argument("--merged", action="store_true",
-                    help="serve the adapter merged into the base weights instead of as a LoRA request (vLLM on a "
-                    "CPU: its LoRA ops copy the adapter's weights for every token, minutes per thousand rows)")
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args()
-    snap = a.snapshot
-    if snap is None and a.adapter:
-        snap = json.loads((Path(a.adapter) / "train_meta.json").read_text())["snapshot"]
-    rep = evaluate(None if a.base_only else a.adapter, resolve_snapshot(snap),
-                   base_model=resolve_model(None) if a.base_only else None, engine=a.engine, shots=a.shots,
-                   baseline=not a.no_baseline, max_examples=a.max_examples, out_dir=a.out,
-                   guided=not a.no_guided, merged=a.merged)
-    print(Path(rep["files"]["markdown"]).read_text(), flush=True)
-    if a.engine == "vllm":
-        from curate.engine import exit_now
-
-        exit_now(0)  # all is written: leave without waiting for the engine's shutdown

@@ -1,6 +1,8 @@
 """One prompt format for training, evaluation, synthesis checks and prediction, checked token by token.
 
-    .venv/bin/python -m trainers.format data/snapshots/banking77/<id>     # check a snapshot, print violations
+    fmt = PromptFormat.from_model(model_dir, task_info(snapshot_dir), train_cfg.format)
+    enc = fmt.encode("my card has not arrived", "card_arrival")   # prompt ids, training ids, labels
+    curate format-check banking77                                  # every row of a snapshot, token by token
 
 A row becomes (prompt, completion) through the tokenizer's chat template (or a Jinja
 chat-template file, `train.format.template`): system = the task instruction (plus the
@@ -9,46 +11,27 @@ label list when `include_labels`), user = the input, assistant = the output.
 training, evaluation, `predict` and the synthesis label check all call it, so the
 tokens a model is trained on begin with exactly the tokens it is prompted with.
 
-`PromptFormat.check` verifies that on every example before training:
+trainers/format_check.py verifies, before training, that on every example the tokens a
+model is trained on begin with exactly the tokens it is prompted with.
 
-    prompt_not_prefix        the rendered inference prompt is not a prefix of the training text
-    token_merge_at_boundary  prompt tokens are not a prefix of the training tokens (a token merged
-                             across the prompt/completion boundary, e.g. a trailing space)
-    missing_end_of_turn      the completion does not end with the stop token inference stops on
-    doubled_special_token    BOS twice at the start, or the stop token twice at the end
-    empty_completion         nothing but the stop token to learn
-    truncated                the training sequence is longer than max_seq_len
-    loss_mask                after the trainer's own collator, a prompt or padding token carries loss,
-                             or a completion token does not
-
-Check names are stable: they become metrics. The format travels with the adapter:
+The format travels with the adapter:
 `save` writes format.json, format_template.jinja and the tokenizer files; `load` reads them.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
+
+import polars as pl
+
+from core.train_config import FormatConfig
 
 FORMAT_FILE = "format.json"
 TEMPLATE_FILE = "format_template.jinja"
-CHECKS = (
-    "prompt_not_prefix",
-    "token_merge_at_boundary",
-    "missing_end_of_turn",
-    "doubled_special_token",
-    "empty_completion",
-    "truncated",
-    "loss_mask",
-)
 IGNORE_INDEX = -100
-
-
-class FormatViolationError(RuntimeError):
-    """The format check found violations and `allow_format_violations` is off."""
 
 
 @dataclass(frozen=True)
@@ -116,60 +99,6 @@ class Encoded:
     labels: list[int]  # IGNORE_INDEX on the prompt
 
 
-@dataclass
-class Violation:
-    row_id: str
-    check: str
-    detail: str
-    position: int | None = None
-    expected: str | None = None  # the token inference sees (or should end with)
-    actual: str | None = None  # the token training sees
-
-    def __str__(self) -> str:
-        where = f" at token {self.position}" if self.position is not None else ""
-        toks = f": inference {self.expected!r} vs training {self.actual!r}" if self.expected or self.actual else ""
-        return f"{self.row_id}: {self.check}{where}{toks} ({self.detail})"
-
-
-@dataclass
-class FormatReport:
-    rows: int
-    violations: list[Violation]
-    max_tokens: int = 0
-    mean_tokens: float = 0.0
-    spec: dict = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return not self.violations
-
-    @property
-    def by_check(self) -> dict[str, int]:
-        return dict(Counter(v.check for v in self.violations))
-
-    def rows_with(self, check: str) -> list[str]:
-        return [v.row_id for v in self.violations if v.check == check]
-
-    def summary(self, limit: int = 20) -> str:
-        if self.ok:
-            return f"format check: {self.rows} rows, no violations (longest {self.max_tokens} tokens)"
-        lines = [f"format check: {len(self.violations)} violation(s) in {self.rows} rows: {self.by_check}"]
-        lines += [f"  {v}" for v in self.violations[:limit]]
-        if len(self.violations) > limit:
-            lines.append(f"  ... {len(self.violations) - limit} more (see format_report.json)")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict:
-        return {
-            "rows": self.rows,
-            "ok": self.ok,
-            "by_check": self.by_check,
-            "max_tokens": self.max_tokens,
-            "mean_tokens": round(self.mean_tokens, 1),
-            "violations": [asdict(v) for v in self.violations],
-        }
-
-
 def system_prompt(task: TaskInfo, include_labels: bool, include_instruction: bool = True) -> str:
     text = task.instruction.strip() if include_instruction else ""
     if include_labels and task.kind == "classification" and task.labels:
@@ -192,16 +121,12 @@ class PromptFormat:
     def from_model(cls, model_dir: str | Path, task: TaskInfo, format_cfg=None) -> "PromptFormat":
         from transformers import AutoTokenizer
 
-        from trainers.config import FormatConfig
-
         format_cfg = format_cfg or FormatConfig()
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         return cls.from_tokenizer(tokenizer, task, format_cfg)
 
     @classmethod
     def from_tokenizer(cls, tokenizer, task: TaskInfo, format_cfg=None) -> "PromptFormat":
-        from trainers.config import FormatConfig
-
         format_cfg = format_cfg or FormatConfig()
         if format_cfg.template is not None:
             template, source = Path(format_cfg.template).read_text(encoding="utf-8"), str(format_cfg.template)
@@ -273,7 +198,7 @@ class PromptFormat:
         if output is None:
             return Encoded(prompt, "", prompt_ids, list(prompt_ids), [IGNORE_INDEX] * len(prompt_ids))
         full = self._render(self.messages(text, output, shots), add_generation_prompt=False)
-        completion = full[len(prompt):] if full.startswith(prompt) else full[_common_prefix(prompt, full):]
+        completion = full[len(prompt):] if full.startswith(prompt) else full[common_prefix(prompt, full):]
         stop = self.spec.stop_token
         cut = completion.rfind(stop)
         if cut >= 0 and not completion[cut + len(stop):].strip():
@@ -289,61 +214,13 @@ class PromptFormat:
         cut = generated.find(self.spec.stop_token)
         return (generated if cut < 0 else generated[:cut]).strip()
 
-    # -- the token-level check ----------------------------------------------------------------
-    def check_row(self, row_id: str, text: str, output: str, max_seq_len: int) -> tuple[list[Violation], Encoded]:
-        tok = self.tokenizer
-        enc = self.encode(text, output)
-        out: list[Violation] = []
-        full_text = self._render(self.messages(text, output), add_generation_prompt=False)
-        if not full_text.startswith(enc.prompt):
-            i = _common_prefix(enc.prompt, full_text)
-            out.append(Violation(row_id, "prompt_not_prefix", "rendered prompt differs from the training text at "
-                                 f"character {i}", i, enc.prompt[i:i + 12], full_text[i:i + 12]))
-        whole = self._ids(enc.prompt + enc.completion)
-        p = enc.prompt_ids
-        if whole[: len(p)] != p:
-            i = next((k for k, (a, b) in enumerate(zip(p, whole)) if a != b), min(len(p), len(whole)))
-            exp = tok.convert_ids_to_tokens(p[i]) if i < len(p) else None
-            act = tok.convert_ids_to_tokens(whole[i]) if i < len(whole) else None
-            out.append(Violation(row_id, "token_merge_at_boundary",
-                                 f"prompt tokens are not a prefix of the training tokens (prompt has {len(p)})",
-                                 i, exp, act))
-        ids = enc.input_ids
-        if not ids or ids[-1] != self.stop_id:
-            last = tok.convert_ids_to_tokens(ids[-1]) if ids else None
-            out.append(Violation(row_id, "missing_end_of_turn", f"completion {enc.completion[-30:]!r} does not end "
-                                 "with the stop token", len(ids) - 1, self.spec.stop_token, last))
-        bos = tok.bos_token_id
-        if bos is not None and len(ids) > 1 and ids[0] == bos and ids[1] == bos:
-            out.append(Violation(row_id, "doubled_special_token", "BOS twice at the start", 1, tok.bos_token, tok.bos_token))
-        if len(ids) > 1 and ids[-1] == self.stop_id and ids[-2] == self.stop_id:
-            out.append(Violation(row_id, "doubled_special_token", "stop token twice at the end", len(ids) - 1,
-                                 self.spec.stop_token, self.spec.stop_token))
-        if len(ids) - len(p) <= 1:
-            out.append(Violation(row_id, "empty_completion", "no completion tokens besides the stop token", len(p)))
-        if len(ids) > max_seq_len:
-            out.append(Violation(row_id, "truncated", f"{len(ids)} tokens > max_seq_len {max_seq_len}: the "
-                                 "completion would be cut", max_seq_len))
-        return out, enc
-
-    def check(self, rows: Iterable[dict], *, max_seq_len: int, packing: bool = True, batch_size: int = 8) -> FormatReport:
-        """Check every row ({row_id, input, output}); also run the trainer's collator over the encoded rows."""
-        violations: list[Violation] = []
-        encoded: list[tuple[str, Encoded]] = []
-        for row in rows:
-            found, enc = self.check_row(str(row["row_id"]), row["input"], row["output"], max_seq_len)
-            violations += found
-            encoded.append((str(row["row_id"]), enc))
-        violations += check_loss_mask(encoded, pad_token_id=self._pad_id(), packing=packing, batch_size=batch_size)
-        lengths = [len(e.input_ids) for _, e in encoded] or [0]
-        return FormatReport(len(encoded), violations, max(lengths), sum(lengths) / len(lengths), asdict(self.spec))
-
-    def _pad_id(self) -> int:
+    def pad_id(self) -> int:
+        """The padding token (the stop token where the tokenizer has none)."""
         pad = self.tokenizer.pad_token_id
         return self.stop_id if pad is None else pad
 
 
-def _common_prefix(a: str, b: str) -> int:
+def common_prefix(a: str, b: str) -> int:
     i = 0
     for x, y in zip(a, b):
         if x != y:
@@ -352,79 +229,6 @@ def _common_prefix(a: str, b: str) -> int:
     return i
 
 
-def check_loss_mask(encoded: list[tuple[str, Encoded]], *, pad_token_id: int, packing: bool, batch_size: int) -> list[Violation]:
-    """Collate like the trainer and verify the labels: no loss on prompt or padding positions, loss on
-    every completion token (the stop token included). With packing each batch's
-    examples go into one packed row through the trainer's collator (trainers.packing); without, TRL's
-    collator pads them."""
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    from trainers.packing import PackedRowsCollator
-
-    collator = PackedRowsCollator(pad_token_id) if packing else DataCollatorForLanguageModeling(pad_token_id=pad_token_id)
-    out: list[Violation] = []
-    for start in range(0, len(encoded), batch_size):
-        chunk = encoded[start:start + batch_size]
-        if packing:
-            batch = collator([{"input_ids": [t for _, e in chunk for t in e.input_ids],
-                               "labels": [t for _, e in chunk for t in e.labels],
-                               "seq_lengths": [len(e.input_ids) for _, e in chunk]}])
-        else:
-            batch = collator([{"input_ids": e.input_ids, "labels": e.labels} for _, e in chunk])
-        labels = batch["labels"]
-        offset = 0
-        for j, (row_id, e) in enumerate(chunk):
-            n, p = len(e.input_ids), len(e.prompt_ids)
-            if packing:
-                seg = labels[0, offset:offset + n].tolist()
-                offset += n
-                tail = []
-            else:
-                seg = labels[j, :n].tolist()
-                tail = labels[j, n:].tolist()
-            bad_prompt = [k for k in range(min(p, n)) if seg[k] != IGNORE_INDEX]
-            bad_completion = [k for k in range(p, n) if seg[k] != e.input_ids[k]]
-            if bad_prompt:
-                out.append(Violation(row_id, "loss_mask", "loss on a prompt token", bad_prompt[0]))
-            if bad_completion:
-                out.append(Violation(row_id, "loss_mask", "completion token without loss", bad_completion[0]))
-            if any(t != IGNORE_INDEX for t in tail):
-                out.append(Violation(row_id, "loss_mask", "loss on padding", n))
-    return out
-
-
 def read_rows(snapshot_dir: str | Path, split: str) -> list[dict]:
-    import polars as pl
-
     df = pl.read_parquet(Path(snapshot_dir) / f"{split}.parquet", columns=["row_id", "input", "output", "label"])
     return df.to_dicts()
-
-
-def format_check(snapshot_dir: str | Path, model_dir: str | Path, train_cfg=None, task_cfg=None,
-                 splits: Sequence[str] = ("train", "eval")) -> FormatReport:
-    """Check every row of a snapshot's splits in the format training would use."""
-    from trainers.config import TrainConfig
-
-    train_cfg = train_cfg or TrainConfig()
-    fmt = PromptFormat.from_model(model_dir, task_info(snapshot_dir, task_cfg), train_cfg.format)
-    rows = [r for s in splits for r in read_rows(snapshot_dir, s)]
-    return fmt.check(rows, max_seq_len=train_cfg.max_seq_len, packing=train_cfg.packing, batch_size=train_cfg.batch_size)
-
-
-if __name__ == "__main__":
-    import argparse
-    import sys
-
-    from curate.model import resolve_model
-    from curate.snapshot import resolve_snapshot
-    from trainers.config import load_train_config
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("snapshot")
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--config", default=None)
-    ap.add_argument("--set", action="append", default=[])
-    a = ap.parse_args()
-    rep = format_check(resolve_snapshot(a.snapshot), resolve_model(a.model), load_train_config(a.config, a.set))
-    print(rep.summary())
-    sys.exit(0 if rep.ok else 1)

@@ -18,42 +18,62 @@ has position ids and no attention mask).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
-
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from trainers.format import IGNORE_INDEX
 
 
-class PackedRowsCollator(DataCollatorForLanguageModeling):
-    """(B, L) batches of packed rows: `input_ids`, `labels`, `position_ids`; no attention mask.
+@functools.cache
+def _packed_rows_collator() -> type:
+    """The collator class, made on first use: it subclasses TRL's collator, and importing
+    trl.trainer.sft_trainer takes ~10 s (torch, transformers, peft), which nothing that only
+    imports this module (the CLI, the flow, the format check's callers) should pay."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    A row without `seq_lengths` is one example. Padding gets position 0 and label -100, and so
-    does the first token of every example (its label would be predicted from the example before).
-    """
+    class PackedRowsCollator(DataCollatorForLanguageModeling):
+        """(B, L) batches of packed rows: `input_ids`, `labels`, `position_ids`; no attention mask.
 
-    def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
-        super().__init__(pad_token_id=pad_token_id, padding_free=False, pad_to_multiple_of=pad_to_multiple_of)
+        A row without `seq_lengths` is one example. Padding gets position 0 and label -100, and so
+        does the first token of every example (its label would be predicted from the example before).
+        """
 
-    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-        from trl.trainer.utils import pad
+        def __init__(self, pad_token_id: int, pad_to_multiple_of: int | None = None):
+            super().__init__(pad_token_id=pad_token_id, padding_free=False, pad_to_multiple_of=pad_to_multiple_of)
 
-        input_ids = [torch.tensor(e["input_ids"]) for e in examples]
-        labels = [torch.tensor(e.get("labels", e["input_ids"])) for e in examples]
-        position_ids = [
-            self.get_position_ids_from_packed_seq_lengths([e["seq_lengths"]])[0] if "seq_lengths" in e
-            else torch.arange(len(e["input_ids"]))
-            for e in examples
-        ]
-        kw = {"padding_side": "right", "pad_to_multiple_of": self.pad_to_multiple_of}
-        out = {
-            "input_ids": pad(input_ids, padding_value=self.pad_token_id, **kw),
-            "labels": pad(labels, padding_value=IGNORE_INDEX, **kw),
-            "position_ids": pad(position_ids, padding_value=0, **kw),
-        }
-        out["labels"][out["position_ids"] == 0] = IGNORE_INDEX
-        return out
+        def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+            return _collate(self, examples)
+
+    PackedRowsCollator.__qualname__ = "PackedRowsCollator"  # pickled by reference: trainers.packing.PackedRowsCollator
+    return PackedRowsCollator
+
+
+def __getattr__(name: str):  # PEP 562: `from trainers.packing import PackedRowsCollator` makes the class then
+    if name == "PackedRowsCollator":
+        return _packed_rows_collator()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _collate(collator, examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """PackedRowsCollator.torch_call: pad the rows on the right, positions restarting at every example."""
+    import torch
+    from trl.trainer.utils import pad
+
+    input_ids = [torch.tensor(e["input_ids"]) for e in examples]
+    labels = [torch.tensor(e.get("labels", e["input_ids"])) for e in examples]
+    position_ids = [
+        collator.get_position_ids_from_packed_seq_lengths([e["seq_lengths"]])[0] if "seq_lengths" in e
+        else torch.arange(len(e["input_ids"]))
+        for e in examples
+    ]
+    kw = {"padding_side": "right", "pad_to_multiple_of": collator.pad_to_multiple_of}
+    out = {
+        "input_ids": pad(input_ids, padding_value=collator.pad_token_id, **kw),
+        "labels": pad(labels, padding_value=IGNORE_INDEX, **kw),
+        "position_ids": pad(position_ids, padding_value=0, **kw),
+    }
+    out["labels"][out["position_ids"] == 0] = IGNORE_INDEX
+    return out
 
 
 def real_tokens(position_ids) -> int:

@@ -1,17 +1,18 @@
 """Predict with a base model (+ a LoRA adapter) in the exact format the adapter was trained with.
 
-    .venv/bin/python -m trainers.predict --adapter data/runs/adapters/banking77/<run>/adapter "my card is lost"
-    .venv/bin/python -m trainers.predict --adapter DIR --vllm "my card is lost" "when does my card arrive"
+    curate predict --adapter data/runs/adapters/banking77/<run>/adapter "my card is lost"
+    curate predict --adapter DIR --vllm "my card is lost" "when does my card arrive"
+    answers = predict(adapter_dir, ["my card is lost"], engine="vllm", engine_config=config.model.engine, seed=config.seed)
 
 The prompt tokens come from `PromptFormat.encode` (the format, tokenizer and template read
 from the adapter folder): the same ids the model was trained to continue. Two engines:
 
     transformers  greedy `generate`, batched with left padding; no server, works everywhere
     vLLM          the base model served with enable_lora and a LoRARequest for the adapter,
-                  prompts passed as token ids (vLLM must run under `if __name__ == "__main__":`)
+                  prompts passed as token ids (vLLM must run under an `if __name__ == "__main__"` guard)
 
 Both stop on the format's stop token and return the parsed answer (text up to it, stripped),
-in the dtype the evaluation engine computes in on this hardware (curate/devices.py).
+in the dtype the evaluation engine computes in on this hardware (core/devices.py).
 A QLoRA adapter is applied to the base it was trained on: the base's NF4 round trip (quantized
 as training quantizes it, then dequantized), not the full-precision base (`load_base`).
 """
@@ -24,7 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from core.config import EngineConfig
+from core.devices import torch_dtype
+from core.engine import build_llm
+from core.io import atomic_folder
 from trainers.format import PromptFormat, TaskInfo
+from trainers.qlora import pick_device, quantization_config
 
 
 @dataclass
@@ -62,7 +68,7 @@ def adapter_method(adapter_dir: str | Path | None) -> str:
 
 
 def load_base(base: str | Path, device: str = "auto", *, quantized: bool = False, dtype: str = "auto"):
-    """The base model in the dtype the evaluation's engine computes in on this hardware (curate/devices.py),
+    """The base model in the dtype the evaluation's engine computes in on this hardware (core/devices.py),
     or in `dtype`.
 
     `quantized`: the weights a QLoRA adapter was trained on. QLoRA trains its adapter on the base's
@@ -73,9 +79,6 @@ def load_base(base: str | Path, device: str = "auto", *, quantized: bool = False
     in plain weights that any engine serves.
     """
     from transformers import AutoModelForCausalLM
-
-    from curate.devices import torch_dtype
-    from trainers.qlora import pick_device, quantization_config
 
     device = pick_device(device)
     dtype = torch_dtype(dtype, device=device)
@@ -128,8 +131,6 @@ def lora_base(adapter_dir: str | Path, out_dir: str | Path, base_model: str | Pa
 
 
 def _save_model_folder(model, adapter_dir: str | Path, out: Path) -> Path:
-    from curate.io import atomic_folder
-
     with atomic_folder(out, prefix=".tmp-model-") as tmp:
         model.save_pretrained(str(tmp), safe_serialization=True)
         PromptFormat.load(adapter_dir).tokenizer.save_pretrained(str(tmp))
@@ -141,7 +142,7 @@ def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_
     """Greedy decoding of token-id prompts with transformers (left-padded batches)."""
     import torch
 
-    pad = fmt._pad_id()
+    pad = fmt.pad_id()
     out: list[Generation] = []
     device = next(model.parameters()).device
     for start in range(0, len(prompts), batch_size):
@@ -165,11 +166,14 @@ def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_
 
 def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[list[int]], *,
                   adapter_dir: str | Path | None = None, max_new_tokens: int = 32, lora_rank: int = 16,
-                  engine=None, llm=None, choices: Sequence[str] | None = None) -> list[Generation]:
+                  engine_config: EngineConfig | None = None, seed: int = 0, llm=None,
+                  choices: Sequence[str] | None = None) -> list[Generation]:
     """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model.
 
-    `choices` constrains the answer to one of these strings (vLLM structured outputs, guided
-    choice): a classifier then always answers with a known label.
+    `llm` is an engine already built (evaluation builds one per served model); otherwise one is
+    built from `engine_config` (a config's `model.engine`) and `seed`. `choices` constrains the
+    answer to one of these strings (vLLM structured outputs, guided choice): a classifier then
+    always answers with a known label.
     """
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
     from vllm import SamplingParams
@@ -177,11 +181,8 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
     from vllm.lora.request import LoRARequest
     from vllm.sampling_params import StructuredOutputsParams
 
-    from curate.config import EngineConfig
-    from curate.engine import build_llm
-
     if llm is None:
-        llm = build_llm(base_model, engine or EngineConfig(), seed=0,
+        llm = build_llm(base_model, engine_config or EngineConfig(), seed=seed,
                         enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
                             skip_special_tokens=False, include_stop_str_in_output=True,
@@ -207,8 +208,10 @@ def adapter_rank(adapter_dir: str | Path | None) -> int:
 
 def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: str | Path | None = None,
             task: TaskInfo | None = None, engine: str = "transformers", max_new_tokens: int = 32,
-            shots: Sequence[tuple[str, str]] = ()) -> list[str]:
-    """Answers for raw inputs, formatted exactly as in training (the adapter folder's format)."""
+            shots: Sequence[tuple[str, str]] = (), engine_config: EngineConfig | None = None, seed: int = 0) -> list[str]:
+    """Answers for raw inputs, formatted exactly as in training (the adapter folder's format).
+
+    `engine` is "transformers" or "vllm"; a vLLM engine is built from `engine_config` and `seed`."""
     fmt = load_format(adapter_dir, base_model, task)
     prompts = [fmt.encode(x, shots=shots).prompt_ids for x in inputs]
     base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
@@ -219,25 +222,7 @@ def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: st
         with tempfile.TemporaryDirectory(prefix="curate-lora-base-") as tmp:
             served = lora_base(adapter_dir, Path(tmp) / "base", base) if adapter_dir is not None else base
             gens = generate_vllm(served, fmt, prompts, adapter_dir=adapter_dir, max_new_tokens=max_new_tokens,
-                                 lora_rank=adapter_rank(adapter_dir))
+                                 lora_rank=adapter_rank(adapter_dir), engine_config=engine_config, seed=seed)
     else:
         gens = generate(load_model(adapter_dir, base), fmt, prompts, max_new_tokens=max_new_tokens)
     return [g.answer for g in gens]
-
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("inputs", nargs="+")
-    ap.add_argument("--adapter", required=True, help="adapter folder written by trainers.qlora")
-    ap.add_argument("--vllm", action="store_true", help="serve with vLLM (LoRARequest) instead of transformers")
-    ap.add_argument("--max-new-tokens", type=int, default=32)
-    a = ap.parse_args()
-    for text, answer in zip(a.inputs, predict(a.adapter, a.inputs, engine="vllm" if a.vllm else "transformers",
-                                               max_new_tokens=a.max_new_tokens)):
-        print(f"{answer}\t{text}")
-    if a.vllm:
-        from curate.engine import exit_now
-
-        exit_now(0)  # leave without waiting for the engine's shutdown (and take its processes along)

@@ -1,7 +1,7 @@
 """QLoRA (or plain LoRA) fine-tuning of a causal LM on a snapshot's train split, with TRL's SFTTrainer.
 
-    .venv/bin/python -m trainers.qlora data/snapshots/banking77/<id> --config configs/train/smollm2-135m-qlora.yaml
-    .venv/bin/python -m trainers.qlora banking77 --set max_steps=20 --out data/adapters/banking77/try
+    adapter = train(snapshot_dir, model_dir, load_config("configs/train/smollm2-135m-qlora.yaml", schema=TrainConfig))
+    curate train banking77 --config configs/train/smollm2-135m-qlora.yaml --set max_steps=20
 
 setup -> fit -> validate -> save_checkpoint, shaped like litgpt's finetune/lora.py:
 
@@ -36,10 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curate.devices import malloc_trim, resolve_dtype, set_malloc_mmap_threshold, torch_dtype
-from curate.io import atomic_folder
-from trainers.config import TrainConfig
-from trainers.format import FormatViolationError, PromptFormat, TaskInfo, read_rows, task_info
+from core.devices import malloc_trim, resolve_dtype, set_malloc_mmap_threshold, torch_dtype
+from core.io import atomic_folder
+from core.train_config import TrainConfig
+from trainers import sft
+from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
+from trainers.format_check import FormatViolationError, check_format
 
 ADAPTER_DIR = "adapter"
 META_FILE = "train_meta.json"
@@ -123,7 +125,6 @@ def quantization_config(dtype):
 
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
     """The base model (4-bit NF4 for qlora) wrapped with trainable LoRA adapters."""
-    import torch
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
@@ -188,8 +189,8 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     fmt = PromptFormat.from_model(model_dir, task, cfg.format)
     train_rows, val_rows = split_rows(read_rows(snapshot_dir, "train"), cfg)
     eval_rows = read_rows(snapshot_dir, "eval")
-    report = fmt.check(train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len, packing=cfg.packing,
-                       batch_size=cfg.batch_size)
+    report = check_format(fmt, train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len, packing=cfg.packing,
+                          batch_size=cfg.batch_size)
     (run_dir / "format_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     print(report.summary(), file=sys.stderr)
     if not report.ok and not cfg.allow_format_violations:
@@ -239,8 +240,6 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
     from transformers.integrations import TensorBoardCallback
     from trl import SFTConfig
 
-    from trainers.sft import CurateSFTTrainer
-
     cfg = run.cfg
     early = cfg.early_stopping_patience > 0 and bool(run.val_rows)
     args = SFTConfig(
@@ -283,7 +282,7 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
     cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt)]
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
-    trainer = CurateSFTTrainer(
+    trainer = sft.CurateSFTTrainer(
         model=run.model,
         args=args,
         train_dataset=to_dataset(run.fmt, run.train_rows),
@@ -372,23 +371,3 @@ def train(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfi
 
 def read_meta(adapter_dir: str | Path) -> dict:
     return json.loads((Path(adapter_dir) / META_FILE).read_text())
-
-
-if __name__ == "__main__":
-    import argparse
-
-    from curate.model import resolve_model
-    from curate.snapshot import resolve_snapshot
-    from trainers.config import load_train_config
-
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("snapshot", help="snapshot folder, id, or dataset name (latest)")
-    ap.add_argument("--model", default=None, help="base model folder (default: the bundled SmolLM2-135M-Instruct)")
-    ap.add_argument("--config", default=None, help="training YAML (configs/train/*.yaml)")
-    ap.add_argument("--set", action="append", default=[], help="override, e.g. --set max_steps=20")
-    ap.add_argument("--out", default=None, help="run folder (default: <output_dir>/<dataset>/<snapshot>-<method>-...)")
-    a = ap.parse_args()
-    try:
-        print(train(resolve_snapshot(a.snapshot), resolve_model(a.model), load_train_config(a.config, a.set), out_dir=a.out))
-    except FormatViolationError as exc:
-        sys.exit(str(exc))

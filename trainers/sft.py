@@ -15,11 +15,10 @@ positions on the CPU too. The loss, its gradient and the logged metrics are the 
 
 from __future__ import annotations
 
+import functools
 from contextlib import contextmanager, nullcontext
 
-from trl import SFTTrainer
-
-from trainers.packing import PackedRowsCollator, real_tokens
+from trainers import packing
 
 
 @contextmanager
@@ -37,29 +36,44 @@ def labelled_positions_only():
         trl_utils._use_triton = original
 
 
-class CurateSFTTrainer(SFTTrainer):
-    """SFTTrainer whose packed batches keep their rows apart (PackedRowsCollator) and whose LM head
-    runs only on labelled positions on the CPU.
+@functools.cache
+def _curate_sft_trainer() -> type:
+    """The trainer class, made on first use: importing TRL's SFTTrainer takes ~10 s (torch,
+    transformers, peft), which the modules that only import this one should not pay."""
+    from trl import SFTTrainer
 
-    `packed_rows=False` keeps TRL's padding-free batch (every packed row joined into one, for
-    varlen kernels) and `labelled_only=False` TRL's all-positions head: the benchmark's baselines.
-    """
+    class CurateSFTTrainer(SFTTrainer):
+        """SFTTrainer whose packed batches keep their rows apart (PackedRowsCollator) and whose LM head
+        runs only on labelled positions on the CPU.
 
-    def __init__(self, *args, packed_rows: bool = True, labelled_only: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.labelled_only = labelled_only
-        if self.padding_free and packed_rows:  # packing: replace TRL's collator, which joins the rows
-            self.data_collator = PackedRowsCollator(pad_token_id=self.data_collator.pad_token_id)
+        `packed_rows=False` keeps TRL's padding-free batch (every packed row joined into one, for
+        varlen kernels) and `labelled_only=False` TRL's all-positions head: the benchmark's baselines.
+        """
 
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        import torch
+        def __init__(self, *args, packed_rows: bool = True, labelled_only: bool = True, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.labelled_only = labelled_only
+            if self.padding_free and packed_rows:  # packing: replace TRL's collator, which joins the rows
+                self.data_collator = packing.PackedRowsCollator(pad_token_id=self.data_collator.pad_token_id)
 
-        before = self._total_train_tokens
-        with labelled_positions_only() if self.labelled_only else nullcontext():
-            out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-        position_ids = inputs.get("position_ids")
-        if self.model.training and "attention_mask" not in inputs and position_ids is not None and position_ids.shape[0] > 1:
-            n = torch.tensor(real_tokens(position_ids), device=position_ids.device)
-            self._total_train_tokens = before + int(self.accelerator.gather_for_metrics(n).sum().item())
-            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
-        return out
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
+
+            before = self._total_train_tokens
+            with labelled_positions_only() if self.labelled_only else nullcontext():
+                out = super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+            position_ids = inputs.get("position_ids")
+            if self.model.training and "attention_mask" not in inputs and position_ids is not None and position_ids.shape[0] > 1:
+                n = torch.tensor(packing.real_tokens(position_ids), device=position_ids.device)
+                self._total_train_tokens = before + int(self.accelerator.gather_for_metrics(n).sum().item())
+                self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return out
+
+    CurateSFTTrainer.__qualname__ = "CurateSFTTrainer"
+    return CurateSFTTrainer
+
+
+def __getattr__(name: str):  # PEP 562: `from trainers.sft import CurateSFTTrainer` makes the class then
+    if name == "CurateSFTTrainer":
+        return _curate_sft_trainer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
 import polars as pl
 import pytest
 
-from filters.balance import cap_classes, plan_balance, plot_class_mix, select_diverse, target_counts
+from core.report import plot_class_mix
+from filters.balance import cap_classes, plan_balance, select_diverse, target_counts
 
 COUNTS = {"big": 100, "mid": 40, "small": 10}
 

@@ -150,9 +150,16 @@ def test_empty_and_null_rows_are_singletons():
 
 
 def test_invalid_settings_are_reported_together():
-    df = pl.DataFrame({"row_id": [1], "input": ["x"]})
     with pytest.raises(ValueError, match="threshold.*shingle"):
-        nd.dedupe_near(df, threshold=1.5, shingle="token")
+        nd.NearDupSettings(threshold=1.5, shingle="token")
+
+
+def test_one_settings_object_reaches_every_pass():
+    """A looser threshold handed to dedupe_near folds more rows, as it does when given to find_links."""
+    df = _toy()
+    strict, loose = nd.NearDupSettings(threshold=0.95), nd.NearDupSettings(threshold=0.3, ngram=2)
+    assert (~nd.dedupe_near(df, loose)["kept"]).sum() > (~nd.dedupe_near(df, strict)["kept"]).sum()
+    assert nd.find_links(df["input"], loose).left.shape[0] > nd.find_links(df["input"], strict).left.shape[0]
 
 
 # --- decontamination --------------------------------------------------------------------
@@ -292,5 +299,5 @@ def test_sharded_passes_give_the_in_process_links(split):
 def test_dedupe_near_with_sharded_links_marks_the_same_rows():
     texts = _sample_texts()
     df = pl.DataFrame({"input": texts, "row_id": [f"r{i}" for i in range(len(texts))], "label": ["x"] * len(texts)})
-    mapped = lambda t, **kw: nd.find_links_mapped(t, map_fn=map, shards=4, **kw)  # noqa: E731
+    mapped = lambda t, settings, **kw: nd.find_links_mapped(t, settings, map_fn=map, shards=4, **kw)  # noqa: E731
     assert nd.dedupe_near(df, label_col="label").equals(nd.dedupe_near(df, label_col="label", links_fn=mapped))

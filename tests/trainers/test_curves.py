@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
+from core.train_config import TrainConfig
 from tests.trainers import make_snapshot
-from trainers.config import TrainConfig
 from trainers.curves import learning_curve
 from trainers.qlora import split_rows
 

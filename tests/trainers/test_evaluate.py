@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from trainers.evaluate import (
-    confusion, parse_mr, pick_shots, plot_confusion, report_markdown, score_classification, score_structured,
+    confusion,
+    parse_mr,
+    pick_shots,
+    plot_confusion,
+    report_markdown,
+    score_classification,
+    score_structured,
 )
 
 

@@ -6,9 +6,11 @@ import json
 
 import pytest
 
-from curate.model import resolve_model
-from trainers.config import FormatConfig
-from trainers.format import IGNORE_INDEX, PromptFormat, TaskInfo, check_loss_mask, task_info
+from core.model import resolve_model
+from core.train_config import FormatConfig
+from trainers.evaluate import base_format
+from trainers.format import IGNORE_INDEX, PromptFormat, TaskInfo, task_info
+from trainers.format_check import check_format, check_loss_mask
 
 TASK = TaskInfo(kind="classification", instruction="Classify the message.", labels=["pin_blocked", "card_arrival"])
 ROWS = [
@@ -58,7 +60,7 @@ def make(tokenizer, tmp_path, template: str | None, **kw) -> PromptFormat:
 
 def test_default_chat_template_is_clean_and_masks_the_prompt(tokenizer, tmp_path):
     fmt = make(tokenizer, tmp_path, None)
-    report = fmt.check(ROWS, max_seq_len=256)
+    report = check_format(fmt, ROWS, max_seq_len=256)
     assert report.ok, report.summary()
     enc = fmt.encode(ROWS[0]["input"], ROWS[0]["output"])
     assert enc.input_ids[: len(enc.prompt_ids)] == enc.prompt_ids
@@ -72,12 +74,12 @@ def test_default_chat_template_is_clean_and_masks_the_prompt(tokenizer, tmp_path
 
 
 def test_good_jinja_file_is_clean(tokenizer, tmp_path):
-    assert make(tokenizer, tmp_path, GOOD).check(ROWS, max_seq_len=256).ok
-    assert make(tokenizer, tmp_path, open("templates/formats/chatml.jinja").read()).check(ROWS, max_seq_len=256).ok
+    assert check_format(make(tokenizer, tmp_path, GOOD), ROWS, max_seq_len=256).ok
+    assert check_format(make(tokenizer, tmp_path, open("templates/formats/chatml.jinja").read()), ROWS, max_seq_len=256).ok
 
 
 def test_dropped_end_of_turn_is_caught_with_row_ids(tokenizer, tmp_path):
-    report = make(tokenizer, tmp_path, NO_EOT).check(ROWS, max_seq_len=256)
+    report = check_format(make(tokenizer, tmp_path, NO_EOT), ROWS, max_seq_len=256)
     assert not report.ok
     assert report.rows_with("missing_end_of_turn") == ["r1", "r2", "r3"]
     v = next(v for v in report.violations if v.check == "missing_end_of_turn")
@@ -87,7 +89,7 @@ def test_dropped_end_of_turn_is_caught_with_row_ids(tokenizer, tmp_path):
 
 def test_space_before_completion_is_caught_with_the_differing_token(tokenizer, tmp_path):
     fmt = make(tokenizer, tmp_path, SPACE)
-    report = fmt.check(ROWS, max_seq_len=256)
+    report = check_format(fmt, ROWS, max_seq_len=256)
     assert report.rows_with("token_merge_at_boundary") == ["r1", "r2", "r3"]
     v = report.violations[0]
     assert v.row_id == "r1" and v.check == "token_merge_at_boundary"
@@ -99,11 +101,11 @@ def test_space_before_completion_is_caught_with_the_differing_token(tokenizer, t
 
 
 def test_doubled_bos_and_role_mismatch_and_truncation(tokenizer, tmp_path):
-    report = make(tokenizer, tmp_path, DOUBLE_BOS).check(ROWS[:1], max_seq_len=256)
+    report = check_format(make(tokenizer, tmp_path, DOUBLE_BOS), ROWS[:1], max_seq_len=256)
     assert report.by_check == {"doubled_special_token": 1}
-    report = make(tokenizer, tmp_path, ROLE_MISMATCH).check(ROWS[:1], max_seq_len=256)
+    report = check_format(make(tokenizer, tmp_path, ROLE_MISMATCH), ROWS[:1], max_seq_len=256)
     assert "prompt_not_prefix" in report.by_check
-    report = make(tokenizer, tmp_path, None).check(ROWS, max_seq_len=20)
+    report = check_format(make(tokenizer, tmp_path, None), ROWS, max_seq_len=20)
     assert set(report.rows_with("truncated")) == {"r1", "r2", "r3"}
 
 
@@ -130,7 +132,6 @@ def test_format_travels_with_the_folder(tokenizer, tmp_path):
 
 
 def test_format_without_the_instruction_keeps_it_for_the_base_model(tokenizer, tmp_path):
-    from trainers.evaluate import base_format
 
     with_it = make(tokenizer, tmp_path, GOOD)
     without = make(tokenizer, tmp_path, GOOD, include_instruction=False)
@@ -138,7 +139,7 @@ def test_format_without_the_instruction_keeps_it_for_the_base_model(tokenizer, t
     assert without.spec.system == "" and "<|im_start|>system" not in enc.prompt
     assert enc.prompt == "<|im_start|>user\nmy pin is blocked, help<|im_end|>\n<|im_start|>assistant\n"
     assert len(enc.input_ids) < len(with_it.encode(ROWS[0]["input"], ROWS[0]["output"]).input_ids)
-    report = without.check(ROWS, max_seq_len=64)
+    report = check_format(without, ROWS, max_seq_len=64)
     assert report.ok, report.summary()
     # The bare base model is still told the task and its labels, in the adapter's template.
     base = base_format(without, resolve_model(None), TASK)

@@ -9,11 +9,12 @@ import sys
 import pytest
 from transformers import TrainerCallback
 
-from curate.model import resolve_model
+from core.model import resolve_model
+from core.train_config import FormatConfig, TrainConfig
 from tests.trainers import make_snapshot
-from trainers.config import FormatConfig, TrainConfig
-from trainers.format import FormatViolationError, PromptFormat
 from trainers.evaluate import evaluate
+from trainers.format import PromptFormat
+from trainers.format_check import FormatViolationError
 from trainers.predict import predict
 from trainers.qlora import latest_checkpoint, read_meta, setup, train
 
@@ -122,7 +123,7 @@ def test_vllm_serves_the_adapter_with_a_lora_request(tiny_run):
     """The vLLM path (its own process: vLLM spawns its engine) answers like transformers, greedy."""
     adapter = tiny_run["adapter"]
     inputs = ["my pin is blocked", "where is my new card?", "I lost my phone", "can I get a visa card?"]
-    proc = subprocess.run([sys.executable, "-m", "trainers.predict", "--vllm", "--adapter", str(adapter),
+    proc = subprocess.run([sys.executable, "-m", "curate", "predict", "--vllm", "--adapter", str(adapter),
                            "--max-new-tokens", "12", *inputs], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [l for l in proc.stdout.splitlines() if "\t" in l]
@@ -177,7 +178,7 @@ def test_a_qlora_adapter_is_served_on_the_base_it_was_trained_on(tiny_run, tmp_p
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from curate.devices import torch_dtype
+    from core.devices import torch_dtype
     from trainers.predict import adapter_base, adapter_method, load_base, load_model, lora_base
     from trainers.qlora import quantization_config
 

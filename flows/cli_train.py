@@ -1,0 +1,180 @@
+"""The model stages on their own: `curate format-check`, `train`, `eval`, `predict` and `sweep`.
+
+    curate format-check banking77 --config configs/train/smollm2-135m-qlora.yaml
+    curate train banking77 --config configs/train/smollm2-135m-qlora.yaml --set max_steps=50
+    curate eval --adapter data/runs/adapters/<run>/adapter [--config configs/banking77.yaml]
+    curate predict --adapter data/runs/adapters/<run>/adapter "my card has not arrived"
+    curate sweep banking77 --fractions 0.25,0.5,1.0
+
+A training config (configs/train/*.yaml) is read by the same loader as the pipeline's,
+with the same `--set` overrides and error messages. `eval` and `predict --vllm` build
+their engine from a pipeline config's `model.engine` and `seed` (--config; their
+defaults without it). The commands run in this process: the `curate` console script and
+`python -m curate` are guarded entry points, as vLLM's spawned engine needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from core.config import Config, ConfigError, load_config
+from core.engine import exit_now
+from core.model import resolve_model
+from core.snapshot import resolve_snapshot
+from core.train_config import TrainConfig
+from flows.cli_common import console, fail
+from trainers.curves import learning_curve
+from trainers.evaluate import evaluate
+from trainers.format_check import FormatViolationError, format_check
+from trainers.predict import predict
+from trainers.qlora import train
+
+SNAPSHOT_HELP = "Snapshot folder, id, or dataset name (its latest snapshot)."
+TRAIN_CONFIG_HELP = "Training YAML (configs/train/*.yaml; default: the training defaults)."
+SET_HELP = "Override a training setting: --set max_steps=20 (repeatable)."
+MODEL_HELP = "Base model folder (default: the bundled SmolLM2-135M-Instruct)."
+ENGINE_CONFIG_HELP = "Pipeline config whose model.engine and seed build the vLLM engine (default: their defaults)."
+
+
+def _train_config(path: Optional[Path], overrides: list[str]) -> TrainConfig:
+    try:
+        return load_config(path, overrides, schema=TrainConfig)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _pipeline_config(path: Optional[Path]) -> Config | None:
+    try:
+        return load_config(path) if path is not None else None
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def _snapshot(ref: str) -> Path:
+    try:
+        return resolve_snapshot(ref)
+    except FileNotFoundError as exc:
+        fail(str(exc))
+
+
+def format_check_cmd(
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=TRAIN_CONFIG_HELP),
+    overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+) -> None:
+    """Check every train and eval row of a snapshot in the training format, token by token (exit 1 on a violation)."""
+    report = format_check(_snapshot(snapshot), resolve_model(model), _train_config(config, overrides))
+    console.print(report.summary(), highlight=False, markup=False)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def train_cmd(
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help=MODEL_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=TRAIN_CONFIG_HELP),
+    overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder (default: <output_dir>/<dataset>/<snapshot>-<method>-r<rank>-f<fraction>-s<seed>)."),
+) -> None:
+    """QLoRA (or LoRA) training on a snapshot; prints the adapter folder. Resumes from the run folder's latest checkpoint."""
+    cfg = _train_config(config, overrides)
+    try:
+        console.print(str(train(_snapshot(snapshot), resolve_model(model), cfg, out_dir=out)), highlight=False)
+    except FormatViolationError as exc:
+        fail(str(exc), 1)
+
+
+def eval_cmd(
+    adapter: Optional[Path] = typer.Option(None, "--adapter", help="Adapter folder written by training (its train_meta.json names its snapshot)."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help="Snapshot to evaluate on (default: the adapter's training snapshot)."),
+    base_only: bool = typer.Option(False, "--base-only", help="Evaluate the bundled base model alone (needs --snapshot)."),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also evaluate the base model, zero- and few-shot."),
+    engine: str = typer.Option("vllm", help="vllm or transformers."),
+    shots: int = typer.Option(5, min=0, help="Few-shot examples for the base model's few-shot row."),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="A seeded sample of this many eval rows (default: all)."),
+    guided: bool = typer.Option(True, "--guided/--no-guided", help="Also score answers constrained to the label set (guided choice)."),
+    merged: bool = typer.Option(False, "--merged", help="Serve the adapter merged into the base weights instead of as a LoRA request "
+                                "(vLLM on a CPU: its LoRA ops copy the adapter's weights for every token)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: the adapter folder)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=ENGINE_CONFIG_HELP),
+) -> None:
+    """Evaluate an adapter against the base model (zero- and few-shot) on the eval split: report.md, confusion.png."""
+    if engine not in ("vllm", "transformers"):
+        fail("--engine must be vllm or transformers")
+    if adapter is None and not base_only:
+        fail("give --adapter DIR, or --base-only with --snapshot")
+    ref = snapshot or (json.loads((adapter / "train_meta.json").read_text())["snapshot"] if adapter else None)
+    if ref is None:
+        fail("--base-only needs --snapshot")
+    cfg = _pipeline_config(config)
+    report = evaluate(None if base_only else adapter, _snapshot(ref), base_model=resolve_model(None) if base_only else None,
+                      engine=engine, shots=shots, baseline=baseline, max_examples=max_examples, out_dir=out, guided=guided,
+                      merged=merged, seed=cfg.seed if cfg else 0, engine_config=cfg.model.engine if cfg else None)
+    console.print(Path(report["files"]["markdown"]).read_text(), highlight=False, markup=False)
+    if engine == "vllm":
+        exit_now(0)  # all is written: leave without waiting for the engine's shutdown
+
+
+def predict_cmd(
+    inputs: list[str] = typer.Argument(..., help="Texts to answer, one per argument."),
+    adapter: Path = typer.Option(..., "--adapter", help="Adapter folder written by training (its format and tokenizer are used)."),
+    vllm: bool = typer.Option(False, "--vllm", help="Serve with vLLM (LoRA request) instead of transformers."),
+    max_new_tokens: int = typer.Option(32, "--max-new-tokens", min=1, help="Longest answer, in tokens."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=ENGINE_CONFIG_HELP),
+) -> None:
+    """Answer inputs with an adapter, in the format it was trained with: one `answer<TAB>input` line each."""
+    cfg = _pipeline_config(config)
+    answers = predict(adapter, inputs, engine="vllm" if vllm else "transformers", max_new_tokens=max_new_tokens,
+                      engine_config=cfg.model.engine if cfg else None, seed=cfg.seed if cfg else 0)
+    for text, answer in zip(inputs, answers):
+        print(f"{answer}\t{text}")
+    if vllm:
+        exit_now(0)  # leave without waiting for the engine's shutdown (and take its processes along)
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        fractions = sorted({float(x) for x in text.replace(" ", ",").split(",") if x.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"expected numbers in (0, 1], got {text!r}") from None
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise typer.BadParameter(f"each must be in (0, 1], got {fractions}")
+    return fractions
+
+
+def sweep_cmd(
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_HELP),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=TRAIN_CONFIG_HELP),
+    overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
+    fractions: str = typer.Option("0.25,0.5,1.0", help="Nested shares of the train split, e.g. 0.25,0.5,1.0."),
+    engine: str = typer.Option("vllm", help="Evaluation engine: vllm or transformers."),
+    baseline: bool = typer.Option(False, "--baseline", help="Add the base model as the 0-example point."),
+    max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate on a seeded sample of this many eval rows."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for curves.json, curves.png and the runs (default: under output_dir)."),
+) -> None:
+    """Learning curve: train and evaluate on nested fractions of a snapshot; metric vs training examples (PNG)."""
+    shares = _fractions(fractions)
+    snap = _snapshot(snapshot)
+    cfg = _train_config(config, overrides)
+    folder = out or Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}"
+    res = learning_curve(snap, resolve_model(None), cfg, folder, fractions=shares, engine=engine, baseline=baseline,
+                         max_examples=max_examples)
+    for p in res["points"]:
+        console.print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)})
+    console.print(res["files"]["png"], highlight=False)
+    if engine == "vllm":
+        exit_now(0)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the model-stage commands to the main CLI."""
+    app.command("format-check")(format_check_cmd)
+    app.command("train")(train_cmd)
+    app.command("eval")(eval_cmd)
+    app.command("predict")(predict_cmd)
+    app.command("sweep")(sweep_cmd)

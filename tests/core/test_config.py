@@ -1,0 +1,130 @@
+from pathlib import Path
+
+import pytest
+
+from core.config import Config, ConfigError, load_config
+from tests.conftest import write_config
+
+SHIPPED = sorted(Path("configs").glob("*.yaml"))
+
+
+def test_ships_a_config_per_task():
+    assert {p.stem for p in SHIPPED} >= {"banking77", "viggo"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_every_shipped_config_loads(path):
+    cfg = load_config(path)
+    labels = cfg.label_set()
+    assert labels, "each shipped task has a fixed class set"
+    for source in cfg.data.train + cfg.data.eval:
+        assert Path(source.path).exists(), source.path
+
+
+def test_every_problem_is_reported_at_once_with_its_key_path(tmp_path):
+    path = write_config(
+        tmp_path,
+        {
+            "name": "Bad Name",
+            "colour": "blue",
+            "task": {"kind": "regression", "input_field": "text"},
+            "data": {"train": []},
+            "clean": {"min_chars": -1, "max_chars": "many", "pii": {"kinds": ["email", "ssn"]}},
+        },
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    message = str(info.value)
+    for key in ("name:", "colour: unknown key", "task.kind:", "task.output_field:", "data.train:", "clean.min_chars:", "clean.max_chars:", "clean.pii.kinds.1:"):
+        assert key in message, (key, message)
+    assert str(path) in message
+
+
+def test_overrides_are_parsed_as_yaml_and_validated():
+    cfg = load_config("configs/banking77.yaml", ["clean.min_chars=12", "dedupe.exact.casefold=true"])
+    assert cfg.clean.min_chars == 12 and cfg.dedupe.exact.casefold is True
+    with pytest.raises(ConfigError, match=r"clean: .*min_chars \(700\) must be below max_chars"):
+        load_config("configs/banking77.yaml", ["clean.min_chars=700"])  # above max_chars
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        load_config("configs/banking77.yaml", ["clean.min_chars"])
+
+
+def test_invalid_yaml_names_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\ntask: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"line \d+"):
+        load_config(path)
+
+
+def test_generation_task_needs_a_class_pattern_with_a_group(tmp_path):
+    path = write_config(
+        tmp_path,
+        {"name": "g", "task": {"kind": "generation", "input_field": "a", "output_field": "b", "class_pattern": "^[a-z]+"}, "data": {"train": [{"path": "x.csv"}]}},
+    )
+    with pytest.raises(ConfigError, match="capturing group"):
+        load_config(path)
+
+
+def test_config_can_name_no_code(tmp_path):
+    # YAML tags that would construct Python objects are refused by safe_load.
+    path = tmp_path / "evil.yaml"
+    path.write_text("name: !!python/object/apply:os.system ['echo pwned']\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_digest_changes_with_settings():
+    a = load_config("configs/banking77.yaml").digest()
+    b = load_config("configs/banking77.yaml", ["clean.min_chars=9"]).digest()
+    assert a != b and a == load_config("configs/banking77.yaml").digest()
+
+
+def test_train_section_is_validated_and_does_not_change_the_snapshot_id():
+    cfg = load_config("configs/banking77.yaml")
+    assert cfg.train.enabled and cfg.train.trainer_config().lora_r == 16
+    assert "enabled" not in cfg.train.trainer_config().model_dump()
+    # how a model is trained on the data changes no curated row: same config hash
+    assert load_config("configs/banking77.yaml", ["train.lora_r=4", "train.enabled=false"]).digest() == cfg.digest()
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/banking77.yaml", ["train.lora_r=0", "train.optimizer=sgd", "train.max_steps=0"])
+    msg = str(err.value)
+    assert "train.lora_r:" in msg and "train.optimizer: unknown key" in msg
+
+
+def test_paths_cannot_leave_the_project_unless_allowed():
+    with pytest.raises(ConfigError) as err:
+        load_config("configs/banking77.yaml", ["output.cache=/tmp/elsewhere", "task.labels_file=../../etc/passwd",
+                                               "train.format.template=templates/../../x.jinja"])
+    msg = str(err.value)
+    assert "3 problem(s)" in msg
+    for key in ("output.cache:", "task.labels_file:", "train.format.template:"):
+        assert key in msg and "allow_outside_paths" in msg
+    assert load_config("configs/banking77.yaml", ["output.cache=data/../data/cache"]).output.cache  # stays inside
+    allowed = load_config("configs/banking77.yaml", ["output.cache=/tmp/elsewhere", "allow_outside_paths=true"])
+    assert allowed.output.cache == "/tmp/elsewhere"
+    assert allowed.digest() == load_config("configs/banking77.yaml").digest()  # where outputs go changes no row
+
+
+def test_a_symlink_cannot_lead_a_read_out_of_the_project(tmp_path):
+    """The paths are inside the project on paper; the files they name are not."""
+    from core.ingest import ingest
+
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "data").mkdir(parents=True)
+    outside.mkdir()
+    (outside / "secret.jsonl").write_text('{"text": "a secret from elsewhere", "label": "a"}\n')
+    (outside / "labels.json").write_text('["a"]')
+    (project / "data" / "rows.jsonl").symlink_to(outside / "secret.jsonl")
+    (project / "data" / "labels.json").symlink_to(outside / "labels.json")
+    raw = {"name": "t", "task": {"kind": "classification", "input_field": "text", "output_field": "label",
+                                 "labels_file": "data/labels.json"},
+           "data": {"train": [{"path": "data/rows.jsonl"}]}}
+    config = Config.model_validate(raw)
+    with pytest.raises(ConfigError, match=r"data/labels.json: leads to .*outside.*allow_outside_paths"):
+        config.label_set(project)
+    raw["task"] = {**raw["task"], "labels_file": None, "labels": ["a"]}
+    with pytest.raises(ConfigError, match=r"data/rows.jsonl: leads to .*secret.jsonl .*outside the project folder"):
+        ingest(Config.model_validate(raw), root=project)
+    allowed = Config.model_validate({**raw, "allow_outside_paths": True})
+    rows, _, _ = ingest(allowed, root=project)
+    assert rows["input"].to_list() == ["a secret from elsewhere"]
