@@ -7,7 +7,7 @@ row is the header), Parquet, and a folder written by `datasets.Dataset.save_to_d
 A record is quarantined, with its source, line, reason and raw text, when it cannot
 be used: reasons are stable snake_case strings (they become metrics):
 
-    invalid_utf8, invalid_json, not_an_object, invalid_csv, wrong_field_count,
+    invalid_utf8, invalid_json, not_an_object, malformed_quote, wrong_field_count,
     missing_field, wrong_type, empty_text, empty_output, too_large, unknown_label,
     no_class
 
@@ -24,10 +24,10 @@ with a byte-order mark (what spreadsheet programs export as "Unicode text").
 from __future__ import annotations
 
 import bz2
-import csv
 import gzip
 import json
 import lzma
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,29 +173,70 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
     return rec
 
 
-def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
-    """RFC 4180 CSV; the line of each record is the line it starts on.
+# RFC 4180, strictly: a quoted field opens at the field's start and closes right before a
+# delimiter, a line end or the end of the file, with doubled quotes inside it; an unquoted
+# field holds no quote. Possessive repeats: a field that does not close fails in one pass.
+_QUOTED = re.compile(r'"((?:[^"]|"")*+)"(?=,|\n|\Z)')
+_UNQUOTED = re.compile(r'[^,"\n]*+(?=,|\n|\Z)')
 
-    A record that spans several lines and has the wrong number of fields is an
-    unbalanced quote: only its first line is quarantined (`unbalanced_quote`) and
-    parsing restarts on the next line, so one stray quote cannot swallow the rows
-    after it.
+
+class _MalformedQuote(ValueError):
+    """A quote where RFC 4180 allows none; the message says where."""
+
+
+def parse_csv_record(text: str, pos: int) -> tuple[list[str], int]:
+    """The fields of the CSV record starting at `pos` and the position after its line end.
+
+    Raises _MalformedQuote for a quoted field that never closes, a closing quote followed by
+    anything but a delimiter or a line end, or a quote inside an unquoted field. A line
+    without a quote is split directly (most lines of most files).
+    """
+    end = text.find("\n", pos)
+    end = len(text) if end < 0 else end
+    if text.find('"', pos, end) < 0:
+        return text[pos:end].split(","), end + 1
+    fields: list[str] = []
+    while True:
+        if text.startswith('"', pos):
+            m = _QUOTED.match(text, pos)
+            if m is None:
+                close = text.find('"', pos + 1)
+                raise _MalformedQuote("a quoted field never closes" if close < 0 else
+                                      "a quoted field closes, then text follows before the next delimiter")
+            fields.append(m.group(1).replace('""', '"'))
+        else:
+            m = _UNQUOTED.match(text, pos)
+            if m is None:
+                raise _MalformedQuote("a quote inside an unquoted field")
+            fields.append(m.group(0))
+        pos = m.end()
+        if pos >= len(text) or text[pos] == "\n":
+            return fields, pos + 1
+        pos += 1  # the delimiter
+
+
+def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
+    """RFC 4180 CSV, strictly (parse_csv_record); the line of each record is the line it starts on.
+
+    A record with a quote RFC 4180 does not allow is quarantined as `malformed_quote` with its
+    first line, and parsing resumes on the next line: a record that starts there well-formed
+    is kept, so one stray quote never merges two records into one, nor swallows the rows
+    after it. Quoted newlines, commas and doubled quotes are fields' text as usual.
     """
     text, clean = _decode(read_input_bytes(path, max_bytes))
     rec = _Records([], [], [])
     # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
     # U+2028 and form feeds inside a field stay text, as in an editor's line count.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = [line + "\n" for line in text.split("\n")]
-    if lines and lines[-1] == "\n":
-        lines.pop()  # the file's final newline ends the last line; it starts none
-    if tick is not None:
-        tick(0, len(lines))
-    if not lines:
+    if text.endswith("\n"):
+        text = text[:-1]  # the file's final newline ends the last line; it starts none
+    if not text:
         return rec
+    if tick is not None:
+        tick(0, text.count("\n") + 1)
     try:
-        header = next(csv.reader([lines[0]]))
-    except csv.Error as exc:
+        header, pos = parse_csv_record(text, 0)
+    except _MalformedQuote as exc:
         raise IngestError(f"{path}: cannot read the CSV header: {exc}") from exc
     missing = [f for f in (input_field, output_field) if f not in header]
     if missing:
@@ -204,52 +245,33 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
     if twice:
         raise IngestError(f"{path}: column(s) {twice} appear more than once in the CSV header {header}; which one to read is ambiguous")
     i_in, i_out, width = header.index(input_field), header.index(output_field), len(header)
-    pos = 1  # index in `lines` where the current reader started
+    line = text.count("\n", 0, pos) + 1  # 1-based line at `pos`
     reported = 0
-    while pos < len(lines):
-        reader = csv.reader(iter(lines[pos:]))
-        consumed = 0
-        restart = None
-        for fields in _safe_rows(reader):
-            start = pos + consumed + 1  # 1-based line number of the record's first line
-            span = reader.line_num - consumed
-            consumed = reader.line_num
-            if tick is not None and (pos + consumed) // TICK != reported // TICK:
-                tick(pos + consumed - reported, None)
-                reported = pos + consumed
-            if isinstance(fields, csv.Error):
-                rec.quarantine.append((start, "invalid_csv", str(fields), _printable(lines[start - 1])))
-                continue
-            if not fields or fields == [""]:
-                continue  # blank line
-            raw = ",".join(fields)
-            if len(fields) != width and span > 1:
-                rec.quarantine.append((start, "unbalanced_quote", f"a quoted field runs over {span} lines", _printable(lines[start - 1])))
-                restart = start  # next reader starts on the line after this one
-                break
-            if not clean and _has_surrogates(raw):
-                rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", _printable(raw)))
-                continue
-            if len(fields) != width:
-                rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", _printable(raw)))
-                continue
-            rec.lines.append(start)
-            rec.values.append((fields[i_in], fields[i_out]))
-        if restart is None:
-            break
-        pos = restart
-    return rec
-
-
-def _safe_rows(reader):
-    """Rows of a csv.reader; a csv.Error is yielded in place of its row and reading goes on."""
-    while True:
+    while pos <= len(text):
+        if tick is not None and line // TICK != reported // TICK:
+            tick(line - reported, None)
+            reported = line
         try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield exc
+            fields, after = parse_csv_record(text, pos)
+        except _MalformedQuote as exc:  # quarantine the record's first line; resume on the next one
+            end = text.find("\n", pos)
+            end = len(text) if end < 0 else end
+            rec.quarantine.append((line, "malformed_quote", str(exc), _printable(text[pos:end])))
+            pos, line = end + 1, line + 1
+            continue
+        start, raw = line, text[pos:after - 1]
+        pos, line = after, line + text.count("\n", pos, after)
+        if fields == [""]:
+            continue  # blank line
+        if not clean and _has_surrogates(raw):
+            rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", _printable(raw)))
+            continue
+        if len(fields) != width:
+            rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", _printable(raw)))
+            continue
+        rec.lines.append(start)
+        rec.values.append((fields[i_in], fields[i_out]))
+    return rec
 
 
 def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_field: str) -> _Records:

@@ -125,8 +125,58 @@ def test_csv_unbalanced_quote_loses_only_its_own_line(tmp_path):
     path.write_bytes(b'text,label\r\nfirst row ok,a\r\n"unbalanced quote here,a\nnext row,b\rlast row,c\n')
     rows, quarantine, counts = _ingest(tmp_path, [str(path)])
     assert rows.select("line", "input").rows() == [(2, "first row ok"), (4, "next row"), (5, "last row")]
-    assert quarantine.select("line", "reason").rows() == [(3, "unbalanced_quote")]
+    assert quarantine.select("line", "reason").rows() == [(3, "malformed_quote")]
     assert counts.rows_in == 4
+
+
+def _csv(tmp_path, text: str):
+    path = tmp_path / "raw.csv"
+    path.write_text(text, encoding="utf-8")
+    rows, quarantine, counts = _ingest(tmp_path, [str(path)])
+    assert counts.rows_in == rows.height + quarantine.height
+    return rows.select("line", "input", "label").rows(), quarantine.select("line", "reason").rows()
+
+
+def test_a_stray_quote_never_merges_two_records(tmp_path):
+    """The field count of the merged record is right, so a count check alone let it through as one row with
+    the second record's label (text: first message, comma, first label, space, second message)."""
+    kept, quarantined = _csv(tmp_path, 'text,label\n"my card has not arrived,a\nhow do I top up a " quote,b\nfine row,c\n')
+    assert kept == [(4, "fine row", "c")]
+    assert quarantined == [(2, "malformed_quote"), (3, "malformed_quote")]  # both records, each with its line
+
+
+@pytest.mark.parametrize("bad,detail", [
+    ('"closed then text"x,a', "closes, then text follows"),
+    ('a quote " in the middle,a', "inside an unquoted field"),
+    ('"never closed,a', "never closes"),
+])
+def test_every_quote_rfc_4180_does_not_allow_quarantines_its_record(tmp_path, bad, detail):
+    path = tmp_path / "raw.csv"
+    path.write_text(f"text,label\nbefore it,a\n{bad}\nafter it,b\n", encoding="utf-8")
+    rows, quarantine, _ = _ingest(tmp_path, [str(path)])
+    assert rows.select("line", "input").rows() == [(2, "before it"), (4, "after it")]
+    assert quarantine.select("line", "reason").rows() == [(3, "malformed_quote")]
+    assert detail in quarantine["detail"][0] and quarantine["raw"][0] == bad
+
+
+def test_a_quote_all_file_with_a_line_cut_short_keeps_every_other_record(tmp_path):
+    kept, quarantined = _csv(tmp_path, '"text","label"\n"first one","a"\n"second cut short","b\n"third one","c"\n"fourth one","a"\n')
+    assert kept == [(2, "first one", "a"), (4, "third one", "c"), (5, "fourth one", "a")]
+    assert quarantined == [(3, "malformed_quote")]
+
+
+def test_quoted_newlines_commas_and_doubled_quotes_stay_text(tmp_path):
+    kept, quarantined = _csv(tmp_path, 'text,label\n"two\r\nlines, one comma",a\n"say ""hi"" twice",b\n"",c\nlast,"a"\n')
+    assert kept == [(2, "two\nlines, one comma", "a"), (4, 'say "hi" twice', "b"), (6, "last", "a")]
+    assert quarantined == [(5, "empty_text")]
+
+
+def test_an_over_long_quoted_field_is_one_record_too_large(tmp_path):
+    """A ~200 KB quoted field over two lines: the whole record goes to quarantine, no tail becomes a row."""
+    long = "x" * 100_000 + "\n" + "y" * 100_000
+    kept, quarantined = _csv(tmp_path, f'text,label\nshort one,a\n"{long}",b\nafter it,c\n')
+    assert kept == [(2, "short one", "a"), (5, "after it", "c")]
+    assert quarantined == [(3, "too_large")]
 
 
 def test_control_characters_are_removed_by_normalization():
