@@ -12,9 +12,10 @@ The snapshot id is a hash of the content (data files, config hash, input hashes)
 the same data gives the same id, and two snapshots that differ never collide. The code
 that made it is recorded in the manifest (`code`) but is not part of the id: code that
 writes the same bytes from the same inputs and settings makes the same snapshot (a
-refactor keeps every snapshot, and the reviews recorded on it). The folder is assembled under a temporary name and renamed into place in
-one step: a killed run leaves no half-written snapshot. `index.jsonl` beside the
-snapshots lists them in creation order (latest last).
+refactor keeps every snapshot, and the reviews recorded on it). The folder is
+assembled under a temporary name and renamed into place in one step: a killed run
+leaves no half-written snapshot. `index.jsonl` beside the snapshots lists them in
+creation order (latest last).
 
     from core.snapshot import load_dataset           # or: from curate import load_dataset
     ds = load_dataset("data/snapshots/banking77/<id>")          # DatasetDict

@@ -29,9 +29,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
+import polars as pl
+
 import core
 from core.config import Config, resolve_path
-from core.io import atomic_folder, write_json
+from core.io import atomic_folder, write_json, write_table
+from core.schema import StageCounts
 from core.snapshot import file_sha256
 
 PROJECT_ROOT = Path(core.__file__).resolve().parent.parent
@@ -117,6 +120,17 @@ def content_key(parts: dict, length: int = 16) -> str:
 
 def file_hashes(paths: list[Path]) -> dict[str, str]:
     return {str(p): file_sha256(p) for p in paths}
+
+
+def write_rows_stage(out: Path, kept: pl.DataFrame, dropped: pl.DataFrame, counts: StageCounts,
+                     plan: pl.DataFrame | None = None) -> None:
+    """What a rows stage's folder holds: rows.parquet (kept), dropped.parquet, [plan.parquet,] and counts.json,
+    the marker `cached` looks for (the task's process and the synthesis child write the same layout)."""
+    write_table(kept, out / "rows.parquet")
+    write_table(dropped, out / "dropped.parquet")
+    if plan is not None:
+        write_table(plan, out / "plan.parquet")
+    write_json(counts.to_dict(), out / "counts.json")
 
 
 def cached(config: Config, stage: str, fn: Callable, parts: dict, compute: Callable[[Path], None], *,

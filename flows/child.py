@@ -21,7 +21,8 @@ import polars as pl
 
 from core.config import Config, load_config
 from core.engine import exit_now
-from core.io import write_json, write_table
+from core.io import write_json
+from flows.cache import write_rows_stage
 from synthesis.synthesize import synthesize_stage
 from trainers.evaluate import evaluate
 from trainers.format_check import FormatViolationError
@@ -31,10 +32,8 @@ from trainers.qlora import train
 def synthesize_job(config: Config, inputs: dict) -> None:
     rows, plan, out = pl.read_parquet(inputs["rows"]), pl.read_parquet(inputs["plan"]), Path(inputs["out"])
     kept, dropped, counts, totals = synthesize_stage(rows, plan, config)
-    write_table(kept, out / "rows.parquet")
-    write_table(dropped, out / "dropped.parquet")
     write_json(totals, out / "synthesis.json")
-    write_json(counts.to_dict(), out / "counts.json")
+    write_rows_stage(out, kept, dropped, counts)
     print(json.dumps({k: totals.get(k) for k in ("requested", "generated", "kept", "rejected", "label_agreement")}), flush=True)
 
 

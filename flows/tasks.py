@@ -44,7 +44,7 @@ from filters.balance import balance as balance_rows
 from filters.clean import clean as clean_rows
 from filters.dedupe import dedupe as dedupe_rows
 from filters.near_dup_ray import ray_links_fn
-from flows.cache import StageOutput, cached, code_key, content_key, file_hashes
+from flows.cache import StageOutput, cached, code_key, content_key, file_hashes, write_rows_stage
 from flows.proc import run_job
 from synthesis.synthesize import synthesis_requested, synthesize_stage
 from trainers.evaluate import evaluate as evaluate_adapter
@@ -98,15 +98,6 @@ def progress_bar() -> Progress:
     )
 
 
-def _write_rows_stage(out: Path, kept: pl.DataFrame, dropped: pl.DataFrame, counts: StageCounts,
-                      plan: pl.DataFrame | None = None) -> None:
-    write_table(kept, out / "rows.parquet")
-    write_table(dropped, out / "dropped.parquet")
-    if plan is not None:
-        write_table(plan, out / "plan.parquet")
-    write_json(counts.to_dict(), out / "counts.json")
-
-
 @task(name="prepare-model", retries=1, retry_delay_seconds=5, timeout_seconds=900, cache_policy=NO_CACHE)
 def prepare_model(config: Config) -> str:
     """The model folder (the bundled model prepared, or verified, first)."""
@@ -156,7 +147,7 @@ def _clean_parts(config: Config) -> dict:
 def clean(config: Config, prev: StageOutput) -> StageOutput:
     """Normalize, redact PII, drop what fails quality, blocklist and label checks (filters/clean.py)."""
     def compute(out: Path) -> None:
-        _write_rows_stage(out, *clean_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
+        write_rows_stage(out, *clean_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
 
     out = cached(config, "02-clean", clean_rows, {"prev": prev.path.name, **_clean_parts(config)}, compute)
     _publish_counts(config, out)
@@ -185,7 +176,7 @@ def shard_rows(config: Config, prev: StageOutput, n: int) -> list[str]:
 def clean_shard(config: Config, shard: str) -> StageOutput:
     """Clean one shard (cached by the shard's content like any stage)."""
     def compute(out: Path) -> None:
-        _write_rows_stage(out, *clean_rows(pl.read_parquet(shard), config))
+        write_rows_stage(out, *clean_rows(pl.read_parquet(shard), config))
 
     return cached(config, "02-clean-shards", clean_rows, {**_clean_parts(config), "shard": file_sha256(shard)}, compute)
 
@@ -197,7 +188,7 @@ def merge_clean(config: Config, prev: StageOutput, shards: list[StageOutput]) ->
         rows = pl.read_parquet(prev.path / "rows.parquet")
         kept = pl.concat([pl.read_parquet(s.path / "rows.parquet") for s in shards])
         dropped = pl.concat([pl.read_parquet(s.path / "dropped.parquet") for s in shards])
-        _write_rows_stage(out, kept, dropped, count_stage("clean", rows, kept, dropped))
+        write_rows_stage(out, kept, dropped, count_stage("clean", rows, kept, dropped))
 
     out = cached(config, "02-clean", clean_rows, {"prev": prev.path.name, **_clean_parts(config)}, compute)
     _publish_counts(config, out)
@@ -211,7 +202,7 @@ def dedupe(config: Config, prev: StageOutput) -> StageOutput:
     links_fn = ray_links_fn(config.runner.shards) if config.runner.kind == "ray" else None
 
     def compute(out: Path) -> None:
-        _write_rows_stage(out, *dedupe_rows(pl.read_parquet(prev.path / "rows.parquet"), config, links_fn=links_fn))
+        write_rows_stage(out, *dedupe_rows(pl.read_parquet(prev.path / "rows.parquet"), config, links_fn=links_fn))
 
     out = cached(config, "03-dedupe", dedupe_rows, {"prev": prev.path.name, "dedupe": config.dedupe.model_dump(mode="json")},
                  compute)
@@ -223,7 +214,7 @@ def dedupe(config: Config, prev: StageOutput) -> StageOutput:
 def balance(config: Config, prev: StageOutput) -> StageOutput:
     """The class mix moved toward its target, majority classes capped; the synthesis budget (filters/balance.py)."""
     def compute(out: Path) -> None:
-        _write_rows_stage(out, *balance_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
+        write_rows_stage(out, *balance_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
 
     parts = {"prev": prev.path.name, "balance": config.balance.model_dump(mode="json"), "seed": config.seed,
              "labels": config.label_set()}
@@ -261,7 +252,7 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
             shutil.rmtree(work)
         else:
             kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet"), plan, config)
-            _write_rows_stage(out, kept, dropped, counts)
+            write_rows_stage(out, kept, dropped, counts)
             write_json(totals, out / "synthesis.json")
 
     out = cached(config, "05-synthesize", synthesize_stage, parts, compute)
