@@ -135,10 +135,14 @@ class TrainStageConfig(TrainConfig):
 
     enabled: bool = Field(False, description="train (and evaluate) on the snapshot after curation, in the same flow")
     evaluate: bool = Field(True, description="evaluate the adapter on the snapshot's eval split after training")
-    eval_baseline: bool = Field(True, description="also evaluate the base model (zero-shot and few-shot), side by side")
-    eval_shots: int = Field(5, ge=0, description="few-shot examples (from train) for the base model's few-shot row")
+    eval_baseline: bool = Field(True, description="also evaluate the base model zero-shot, side by side")
+    eval_shots: int = Field(
+        0, ge=0, description="few-shot examples (from train) for a base-model few-shot row; 0: none (its long prompts "
+        "cost more than the rest of the evaluation on a CPU and it scores near zero on 77 intents)")
     eval_max_rows: int | None = Field(None, gt=0, description="evaluate on a seeded sample of this many eval rows (null: all)")
-    eval_guided: bool = Field(True, description="classification: also score answers constrained to the label set (guided choice)")
+    eval_guided: bool = Field(True, description="classification: also score the tuned model's answers constrained to the "
+                              "label set (guided choice)")
+    eval_baseline_guided: bool = Field(False, description="classification: the base model with guided choice too")
     eval_merged: bool = Field(
         False, description="serve the adapter merged into the base weights, not as a LoRA request: the same "
         "model, much faster with vLLM on a CPU (its LoRA ops copy the adapter's weights for every token)")

@@ -47,6 +47,8 @@ class StageOutput:
     stage: str
     folder: str
     cache: str  # "hit", "computed", or "resumed from checkpoint-N" (training)
+    seconds: float | None = None  # the stage's own time (flows.logs.stage_logged)
+    note: str | None = None  # what the stage found, where no file of its folder says it (the diff)
 
     @property
     def path(self) -> Path:

@@ -23,6 +23,7 @@ from core.config import Config, load_config
 from core.engine import exit_now
 from core.io import write_json
 from flows.cache import write_rows_stage
+from flows.proc import child_log_handler
 from synthesis.synthesize import synthesize_stage
 from trainers.evaluate import evaluate
 from trainers.format_check import FormatViolationError
@@ -49,7 +50,7 @@ def evaluate_job(config: Config, inputs: dict) -> None:
     t = config.train
     report = evaluate(inputs["adapter"], inputs["snapshot"], shots=t.eval_shots, baseline=t.eval_baseline,
                       max_examples=t.eval_max_rows, out_dir=inputs["out"], guided=t.eval_guided, merged=t.eval_merged,
-                      seed=config.seed, engine_config=config.model.engine)
+                      seed=config.seed, engine_config=config.model.engine, base_guided=t.eval_baseline_guided)
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 
@@ -61,6 +62,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[0] not in JOBS:
         sys.exit(f"usage: python -m flows.child {{{','.join(JOBS)}}} JOB_FILE")
     job, spec = argv[0], json.loads(Path(argv[1]).read_text())
+    child_log_handler()  # progress lines on stdout, passed on by the parent (flows/proc.py)
     JOBS[job](load_config(spec["config"]), spec["inputs"])
     if job in ENGINE_JOBS:
         exit_now(0)  # the outputs are complete: leave without waiting for the engine's shutdown

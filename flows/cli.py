@@ -35,15 +35,15 @@ import core
 from core.config import ConfigError, load_config
 from core.engine import chat, exit_now, make_llm
 from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
-from core.report import class_rows, funnel_rows
 from core.snapshot import list_snapshots, read_manifest, resolve_snapshot
 from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
 from flows import cli_review, cli_templates, cli_train
 from flows.cli_common import console, fail
+from flows.cli_summary import print_run, print_summary
 from flows.curate_and_train import curate_and_train
+from flows.logs import console_log
 from flows.runner import with_runner
-from trainers.summary import evaluation_rows, training_rows
 
 app = typer.Typer(
     name="curate",
@@ -104,61 +104,6 @@ def _console_without_tracebacks() -> None:
             handler.setFormatter(Short(handler.formatter))
 
 
-def print_summary(folder: Path, seconds: float | None = None) -> None:
-    """The snapshot's funnel (rows per stage and reason) and class mix, as tables."""
-    manifest = read_manifest(folder)
-    funnel = Table(title=f"{manifest['name']}: rows per stage", title_justify="left")
-    for col, justify in (("stage", "left"), ("rows in", "right"), ("kept", "right"), ("filtered", "right"), ("quarantined", "right"), ("reasons", "left")):
-        funnel.add_column(col, justify=justify)
-    for r in funnel_rows(manifest):
-        funnel.add_row(r["stage"], str(r["rows_in"]), str(r["kept"]), str(r["filtered"]), str(r["quarantined"]), r["reasons"])
-    console.print(funnel)
-
-    classes = class_rows(manifest)
-    mix = Table(title=f"class mix ({len(classes)} classes)", title_justify="left")
-    for col in ("class", "ingested", "planned", "synth budget", "train", "share %", "eval"):
-        mix.add_column(col, justify="left" if col == "class" else "right")
-    shown = classes if len(classes) <= 20 else sorted(classes, key=lambda r: r["train"])[:8] + [None] + sorted(classes, key=lambda r: r["train"])[-8:]
-    for r in shown:
-        if r is None:
-            mix.add_row("...", "", "", "", "", "", "")
-            continue
-        planned = "" if r["planned"] is None else str(r["planned"])
-        budget = "" if r["synth_budget"] is None else str(r["synth_budget"])
-        mix.add_row(r["class"], str(r["ingested"]), planned, budget, str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
-    console.print(mix)
-    if (folder / "class_mix.png").exists():
-        console.print(f"class mix chart: {folder / 'class_mix.png'}", highlight=False)
-    rows = manifest["rows"]
-    console.print(
-        f"[bold]snapshot[/] {folder}  (train {rows['train']}, eval {rows['eval']}, "
-        f"rejected {rows['rejected']}, quarantined {rows['quarantine']})"
-        + (f"  in {seconds:.1f}s" if seconds is not None else ""),
-        highlight=False,
-    )
-
-
-def print_training(result: dict) -> None:
-    """The training summary and the evaluation table of a flow run with training."""
-    table = Table(title="training", title_justify="left")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for r in training_rows(result["adapter"]):
-        table.add_row(r["metric"], str(r["value"]))
-    console.print(table)
-    if "evaluation" in result:
-        rows = evaluation_rows(result["evaluation"])
-        ev = Table(title=f"evaluation on the eval split ({rows[0]['n']} rows)", title_justify="left")
-        cols = [c for c in rows[0] if c != "n"]
-        for c in cols:
-            ev.add_column(c, justify="left" if c == "system" else "right")
-        for r in rows:
-            ev.add_row(*[r[c] if c == "system" else f"{r[c]:.3f}" for c in cols])
-        console.print(ev)
-        console.print(f"report: {Path(result['evaluation']) / 'report.md'}", highlight=False)
-    console.print(f"[bold]adapter[/] {result['adapter']}", highlight=False)
-
-
 @app.command()
 def run(
     config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
@@ -174,15 +119,13 @@ def run(
     except ConfigError as exc:
         fail(str(exc))
     _console_without_tracebacks()
+    console_log()  # a line per stage and progress of the long ones, on stderr, terminal or not
     started = time.perf_counter()
     try:
         result = with_runner(curate_and_train, cfg)(config=str(config), overrides=overrides, require_review=require_review)
     except Exception as exc:  # the stage's own message, not the framework's traceback
         fail(f"{type(exc).__name__}: {exc}", code=1)
-    print_summary(Path(result["snapshot"]), time.perf_counter() - started)
-    if "adapter" in result:
-        print_training(result)
-    console.print("stages: " + ", ".join(f"{stage} {cache}" for stage, cache in result["stages"]), highlight=False)
+    print_run(result, config, time.perf_counter() - started)
 
 
 @app.command()
@@ -260,6 +203,7 @@ def serve(
             time.sleep(1)
         console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {home}", highlight=False)
     console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
+    console_log()  # the runs' stage and progress lines here too (the UI gets them through Prefect)
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             with_runner(curate_and_train, cfg).serve(name="default", parameters={"config": str(config), "overrides": list(overrides)})

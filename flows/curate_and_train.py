@@ -30,6 +30,7 @@ from core.io import write_json
 from core.review import record_review, review_status
 from flows import tasks
 from flows.cache import StageOutput
+from flows.logs import run_log
 
 
 class ReviewDecision(RunInput):
@@ -68,20 +69,24 @@ def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
     return status
 
 
-def write_run_record(config: Config, snapshot: str, stages: list[StageOutput], model_stages: list[StageOutput] = (),
-                     *, record: Path | None = None, extra: dict | None = None) -> Path:
-    """data/runs/<name>/<stamp>-<id>/run.json: which stage folders this run used, hit or computed.
+def run_record_path(config: Config) -> Path:
+    """data/runs/<name>/<stamp>-<id>/run.json: this run's own record (its run.log beside it)."""
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return resolve_path(config.output.runs) / config.name / f"{stamp}-{uuid.uuid4().hex[:6]}" / "run.json"
 
-    Written once curation is done and rewritten (same file, `record`) when training adds its paths.
+
+def write_run_record(config: Config, snapshot: str, stages: list[StageOutput], model_stages: list[StageOutput] = (),
+                     *, record: Path, extra: dict | None = None) -> Path:
+    """The run record: which stage folders this run used, hit or computed, and each stage's own time.
+
+    Written once curation is done and rewritten (same file) when training adds its paths.
     """
-    if record is None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        record = resolve_path(config.output.runs) / config.name / f"{stamp}-{uuid.uuid4().hex[:6]}" / "run.json"
     return write_json(
         {
             "snapshot": snapshot,
-            "stages": [{"stage": s.stage, "folder": s.folder, "cache": s.cache} for s in stages],
-            **({"model_stages": [{"stage": s.stage, "cache": s.cache} for s in model_stages]} if extra else {}),
+            "stages": [{"stage": s.stage, "folder": s.folder, "cache": s.cache, "seconds": s.seconds} for s in stages],
+            **({"model_stages": [{"stage": s.stage, "cache": s.cache, "seconds": s.seconds} for s in model_stages]}
+               if extra else {}),
             **(extra or {}),
         },
         record,
@@ -98,36 +103,40 @@ def curate_and_train(
     """Curate the task data into a versioned snapshot, then (train.enabled) train and evaluate an adapter on it.
 
     Returns the paths: snapshot, and with training adapter and evaluation (report folder),
-    and `stages`: each stage's [name, cache] ("hit", "computed", ...), in the order they ran.
+    `record` (the run record, with run.log beside it) and `stages`: each stage's
+    [name, cache, seconds] ("hit", "computed", ...; its own time), in the order they ran.
     """
     cfg = load_config(config, list(overrides or []))  # once per run; every task gets the resolved config
-    model_dir = tasks.prepare_model(cfg)
-    ingested = tasks.ingest(cfg)
-    if cfg.runner.kind == "ray":  # row shards go to the workers; the merge equals one pass
-        shards = tasks.shard_rows(cfg, ingested, cfg.runner.shards)
-        cleaned = tasks.merge_clean(cfg, ingested, [f.result() for f in tasks.clean_shard.map(unmapped(cfg), shards)])
-    else:
-        cleaned = tasks.clean(cfg, ingested)
-    deduped = tasks.dedupe(cfg, cleaned)
-    balanced = tasks.balance(cfg, deduped)
-    synthesized = tasks.synthesize(cfg, balanced)
-    stages = [ingested, cleaned, deduped, balanced, synthesized]
-    folder = tasks.snapshot(cfg, stages, model_dir)
-    tasks.diff(cfg, folder)
-    result = {"snapshot": folder, "snapshot_id": Path(folder).name}
-    record = write_run_record(cfg, folder, stages)
-    model_stages: list[StageOutput] = []
-    if require_review:
-        review_gate(folder, timeout_s=review_timeout_s)
-    if cfg.train.enabled:
-        model_stages.append(tasks.format_check(cfg, folder, model_dir))
-        model_stages.append(adapter := tasks.train(cfg, folder, model_dir))
-        result["adapter"] = adapter.folder
-        if cfg.train.evaluate:
-            model_stages.append(evaluation := tasks.evaluate(cfg, adapter, folder))
-            result["evaluation"] = evaluation.folder
-        write_run_record(cfg, folder, stages, [s for s in model_stages if s.stage != "format-check"], record=record,
-                         extra=result)
-    tasks.publish_markdown(cfg, "outputs", "\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",
-                           "Where this run's snapshot and adapter are")
-    return {**result, "stages": [[s.stage, s.cache] for s in stages + model_stages]}
+    record = run_record_path(cfg)
+    with run_log(record.parent / "run.log"):
+        model_dir = tasks.prepare_model(cfg)
+        ingested = tasks.ingest(cfg)
+        if cfg.runner.kind == "ray":  # row shards go to the workers; the merge equals one pass
+            shards = tasks.shard_rows(cfg, ingested, cfg.runner.shards)
+            cleaned = tasks.merge_clean(cfg, ingested, [f.result() for f in tasks.clean_shard.map(unmapped(cfg), shards)])
+        else:
+            cleaned = tasks.clean(cfg, ingested)
+        deduped = tasks.dedupe(cfg, cleaned)
+        balanced = tasks.balance(cfg, deduped)
+        synthesized = tasks.synthesize(cfg, balanced)
+        stages = [ingested, cleaned, deduped, balanced, synthesized]
+        snapshot = tasks.snapshot(cfg, stages, model_dir)
+        compared = tasks.diff(cfg, snapshot)
+        folder = snapshot.folder
+        result = {"snapshot": folder, "snapshot_id": Path(folder).name, "record": str(record)}
+        write_run_record(cfg, folder, stages, record=record)
+        model_stages: list[StageOutput] = []
+        if require_review:
+            review_gate(folder, timeout_s=review_timeout_s)
+        if cfg.train.enabled:
+            model_stages.append(tasks.format_check(cfg, folder, model_dir))
+            model_stages.append(adapter := tasks.train(cfg, folder, model_dir))
+            result["adapter"] = adapter.folder
+            if cfg.train.evaluate:
+                model_stages.append(evaluation := tasks.evaluate(cfg, adapter, folder))
+                result["evaluation"] = evaluation.folder
+            write_run_record(cfg, folder, stages, [s for s in model_stages if s.stage != "format-check"], record=record,
+                             extra=result)
+        tasks.publish_markdown(cfg, "outputs", "\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",
+                               "Where this run's snapshot and adapter are")
+    return {**result, "stages": [[s.stage, s.cache, s.seconds] for s in [*stages, snapshot, compared, *model_stages]]}

@@ -9,7 +9,8 @@ travels as a hand-mapped flag.
 
 vLLM starts its engine in a spawned process, which needs a `__main__` guard and no task
 runner threads around it; training holds gigabytes that a child gives back when it ends.
-The child's output goes to a log file (and is echoed on a terminal); a failure raises
+The child's output goes to a log file; its `curate` lines (progress with counts and an
+ETA) are passed on to this process's log as they come (core.progress); a failure raises
 with the last lines of that log, the child's own error, not a framework traceback. The
 child gets SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG), even by SIGKILL, so a
 killed run leaves no orphan writing into a folder the re-run is about to use; a child
@@ -19,17 +20,23 @@ that runs a vLLM engine takes the engine's processes down with it (core.engine).
 from __future__ import annotations
 
 import ctypes
+import logging
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Callable
 
 from pydantic import BaseModel
 
 from core.config import write_resolved
 from core.io import write_json
+from core.progress import LOGGER, PROGRESS_LOGGER, ProgressLine, parse_progress
 
 CHILD_MODULE = "flows.child"
+CHILD_LINE_FORMAT = "%(asctime)s | curate | %(message)s"
+_CHILD_LINE_RE = re.compile(r"^\d\d:\d\d:\d\d \| curate \| (?P<message>.*)$")
 
 
 class ChildFailed(RuntimeError):
@@ -43,20 +50,58 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass  # not Linux: the child may outlive a killed parent
 
 
+def child_log_handler(stream=None) -> logging.Handler:
+    """In the child: its `curate` lines on stdout, in the shape `relayed` recognizes."""
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(logging.Formatter(CHILD_LINE_FORMAT, "%H:%M:%S"))
+    root = logging.getLogger(LOGGER)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    root.addHandler(handler)
+    return handler
+
+
+def relayed(line: str) -> str | None:
+    """The message of a child's `curate` line (what its parent passes on), or None for other output."""
+    m = _CHILD_LINE_RE.match(line.rstrip("\r\n").rsplit("\r", 1)[-1])
+    return m["message"] if m else None
+
+
 def run_job(job: str, inputs: dict, config: BaseModel, *, folder: str | Path, what: str, log: str | Path,
-            tail_lines: int = 15) -> None:
+            tail_lines: int = 15, on_progress: Callable[[ProgressLine], None] | None = None) -> None:
     """Run `python -m flows.child JOB <folder>/JOB.job.json`: the resolved config goes to <folder>/config.json,
-    the job's paths (`inputs`) into the job file; output appended to `log`. Raise ChildFailed on a non-zero exit."""
+    the job's paths (`inputs`) into the job file; output appended to `log`. Raise ChildFailed on a non-zero exit.
+
+    The child's `curate` lines (stage progress) are also logged here, on the `curate.progress`
+    logger (the console, the run log, the Prefect task's log), and each progress line is
+    handed to `on_progress` (Prefect's progress artifact)."""
     folder, log = Path(folder), Path(log)
     config_file = write_resolved(config, folder / "config.json")
     job_file = write_json({"job": job, "config": str(config_file), "inputs": {k: str(v) for k, v in inputs.items()}},
                           folder / f"{job}.job.json")
     log.parent.mkdir(parents=True, exist_ok=True)
+    progress_log = logging.getLogger(PROGRESS_LOGGER)
     with open(log, "ab") as fh:
-        done = subprocess.run([sys.executable, "-m", CHILD_MODULE, job, str(job_file)], stdout=fh, stderr=subprocess.STDOUT,
-                              preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
-    if done.returncode != 0:
+        child = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, job, str(job_file)], stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT,
+                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        for raw in child.stdout:
+            fh.write(raw)
+            fh.flush()
+            message = relayed(raw.decode("utf-8", errors="replace"))
+            if message is None:
+                continue
+            progress_log.info(message)
+            parsed = parse_progress(message)
+            if parsed is not None and on_progress is not None:
+                try:
+                    on_progress(parsed)
+                except Exception as exc:  # noqa: BLE001 - a progress display never stops the work (or the pipe)
+                    progress_log.warning("progress display failed, left off: %s: %s", type(exc).__name__, exc)
+                    on_progress = None
+        child.wait()
+    if child.returncode != 0:
         lines = log.read_text(errors="replace").strip().splitlines()
         # progress bars write \r-separated updates on one line: keep the last state of each
         tail = "\n".join(line.rsplit("\r", 1)[-1] for line in lines[-tail_lines:])
-        raise ChildFailed(f"{what} failed (exit {done.returncode}); end of {log}:\n{tail}")
+        raise ChildFailed(f"{what} failed (exit {child.returncode}); end of {log}:\n{tail}")

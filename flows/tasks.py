@@ -23,20 +23,23 @@ import json
 import re
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import polars as pl
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext, TaskRunContext
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from core.config import Config, resolve_path
-from core.diff_render import diff_markdown
+from core.diff import DiffError, diff_report
+from core.diff_render import render_markdown
 from core.ingest import ingest as ingest_rows
 from core.io import atomic_folder, write_json, write_table, write_text
 from core.model import model_identity, resolve_model
+from core.progress import ProgressLine
 from core.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
 from core.schema import StageCounts, count_stage, empty_dropped
 from core.snapshot import file_sha256, input_hashes, read_manifest, write_snapshot
@@ -45,6 +48,7 @@ from filters.clean import clean as clean_rows
 from filters.dedupe import dedupe as dedupe_rows
 from filters.near_dup_ray import ray_links_fn
 from flows.cache import StageOutput, cached, code_key, content_key, file_hashes, write_rows_stage
+from flows.logs import stage_logged
 from flows.proc import run_job
 from synthesis.synthesize import synthesis_requested, synthesize_stage
 from trainers.evaluate import evaluate as evaluate_adapter
@@ -79,6 +83,19 @@ def publish_table(config: Config, what: str, table: list[dict], description: str
         create_table_artifact(key=artifact_key(config.name, what), table=table, description=description)
 
 
+def progress_artifact(config: Config, what: str) -> Callable[[ProgressLine], None] | None:
+    """A Prefect progress artifact for a long stage, moved by each progress line (None outside a Prefect run)."""
+    if not _in_prefect_run():
+        return None
+    artifact = create_progress_artifact(0.0, key=artifact_key(config.name, f"{what}-progress"),
+                                        description=f"{what}: waiting for the first progress line")
+
+    def update(line: ProgressLine) -> None:
+        update_progress_artifact(artifact, 100.0 * line.fraction, description=f"{line.what}: {line.done}/{line.total} {line.unit}")
+
+    return update
+
+
 def _publish_counts(config: Config, out: StageOutput) -> None:
     """A data stage's outcome, per reason: rows in, kept, and each filter or quarantine reason."""
     counts = StageCounts.from_dict(json.loads((out.path / "counts.json").read_text()))
@@ -105,6 +122,7 @@ def prepare_model(config: Config) -> str:
 
 
 @task(name="ingest", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@stage_logged
 def ingest(config: Config) -> StageOutput:
     """Every source into one typed table; unusable records to quarantine (core/ingest.py)."""
     labels_file = [resolve_path(config.task.labels_file)] if config.task.labels_file else []
@@ -144,6 +162,7 @@ def _clean_parts(config: Config) -> dict:
 
 
 @task(name="clean", cache_policy=NO_CACHE)
+@stage_logged
 def clean(config: Config, prev: StageOutput) -> StageOutput:
     """Normalize, redact PII, drop what fails quality, blocklist and label checks (filters/clean.py)."""
     def compute(out: Path) -> None:
@@ -182,6 +201,7 @@ def clean_shard(config: Config, shard: str) -> StageOutput:
 
 
 @task(name="merge-clean", cache_policy=NO_CACHE)
+@stage_logged
 def merge_clean(config: Config, prev: StageOutput, shards: list[StageOutput]) -> StageOutput:
     """Concatenate cleaned shards, in order, into the folder `clean` would have written."""
     def compute(out: Path) -> None:
@@ -196,6 +216,7 @@ def merge_clean(config: Config, prev: StageOutput, shards: list[StageOutput]) ->
 
 
 @task(name="dedupe", cache_policy=NO_CACHE)
+@stage_logged
 def dedupe(config: Config, prev: StageOutput) -> StageOutput:
     """Exact, then near duplicates and eval contamination (filters/dedupe.py); on Ray, the near-dup
     passes run as Ray tasks."""
@@ -211,6 +232,7 @@ def dedupe(config: Config, prev: StageOutput) -> StageOutput:
 
 
 @task(name="balance", cache_policy=NO_CACHE)
+@stage_logged
 def balance(config: Config, prev: StageOutput) -> StageOutput:
     """The class mix moved toward its target, majority classes capped; the synthesis budget (filters/balance.py)."""
     def compute(out: Path) -> None:
@@ -224,6 +246,7 @@ def balance(config: Config, prev: StageOutput) -> StageOutput:
 
 
 @task(name="synthesize", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+@stage_logged
 def synthesize(config: Config, prev: StageOutput) -> StageOutput:
     """The balance plan's deficits filled with synthetic rows (synthesis/synthesize.py).
 
@@ -248,7 +271,8 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
         if synthesis_requested(plan, config):
             work = out / "work"
             run_job("synthesize", {"rows": prev.path / "rows.parquet", "plan": prev.path / "plan.parquet", "out": out},
-                    config, folder=work, what="synthesis", log=out / "synthesis.log")
+                    config, folder=work, what="synthesis", log=out / "synthesis.log",
+                    on_progress=progress_artifact(config, "synthesis"))
             shutil.rmtree(work)
         else:
             kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet"), plan, config)
@@ -263,8 +287,12 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
 
 
 @task(name="snapshot", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> str:
-    """The stage folders gathered into one immutable, content-addressed snapshot (core/snapshot.py)."""
+@stage_logged
+def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> StageOutput:
+    """The stage folders gathered into one immutable, content-addressed snapshot (core/snapshot.py);
+    a hit when a snapshot of the same content was there already."""
+    root = resolve_path(config.output.snapshots)
+    there = {p.name for p in (root / config.name).iterdir()} if (root / config.name).is_dir() else set()
     folders = [s.path for s in stages]
     final = pl.read_parquet(folders[-1] / "rows.parquet")
     # Synthetic rows and their rejects carry provenance columns real rows lack (null there).
@@ -275,7 +303,7 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> str:
         extra["synthesis"] = synthesis[-1]
     plans = [d / "plan.parquet" for d in folders if (d / "plan.parquet").exists()]
     folder = write_snapshot(
-        resolve_path(config.output.snapshots),
+        root,
         config.name,
         train=final.filter(pl.col("split") == "train"),
         eval=final.filter(pl.col("split") == "eval"),
@@ -295,15 +323,24 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> str:
     publish_markdown(config, "snapshot", manifest_markdown(manifest, folder))
     publish_table(config, "class-mix", class_rows(manifest), "Train rows per class")
     publish_markdown(config, "class-mix-chart", class_mix_chart(manifest), "Train rows per class before and after curation")
-    return str(folder)
+    return StageOutput("snapshot", str(folder), "hit" if folder.name in there else "computed")
 
 
 @task(name="diff", cache_policy=NO_CACHE)
-def diff(config: Config, snapshot_dir: str) -> str:
-    """The dataset diff of this snapshot against its predecessor (core/diff.py), as markdown."""
-    markdown = diff_markdown(snapshot_dir, root=resolve_path(config.output.snapshots))
-    publish_markdown(config, "diff", markdown, "Dataset diff against the previous snapshot")
-    return markdown
+@stage_logged
+def diff(config: Config, snapshot: StageOutput) -> StageOutput:
+    """The dataset diff of this snapshot against its predecessor (core/diff.py), as markdown (a Prefect artifact)."""
+    root = resolve_path(config.output.snapshots)
+    try:
+        report = diff_report(None, snapshot.folder, root=root)
+    except DiffError as exc:  # the dataset's first snapshot
+        publish_markdown(config, "diff", f"## Dataset diff\n\nNothing to compare: {exc}.\n", "Dataset diff")
+        return StageOutput("diff", snapshot.folder, "computed", note=f"nothing to compare: {exc}")
+    publish_markdown(config, "diff", render_markdown(report), "Dataset diff against the previous snapshot")
+    t = report["totals"]
+    return StageOutput("diff", snapshot.folder, "computed",
+                       note=f"against {report['a']['id']}: {t['added']} rows added, {t['removed']} removed, "
+                            f"{t['changed']} changed, {t['label_changed']} relabelled")
 
 
 # -- the model stages -------------------------------------------------------------------------
@@ -323,6 +360,7 @@ def train_run_dir(config: Config, snapshot_dir: str | Path) -> Path:
 
 
 @task(name="format-check", cache_policy=NO_CACHE)
+@stage_logged
 def format_check(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     """Every train and eval row in the training format, token by token (trainers/format_check.py).
 
@@ -351,6 +389,7 @@ def format_check(config: Config, snapshot_dir: str, model_dir: str) -> StageOutp
 
 
 @task(name="train", retries=1, retry_delay_seconds=10, timeout_seconds=48 * 3600, cache_policy=NO_CACHE)
+@stage_logged
 def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     """QLoRA/LoRA training in a child process (trainers/qlora.py); a retry (or a re-run) resumes from
     the latest checkpoint in the run folder. Returns the adapter folder."""
@@ -361,19 +400,21 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     else:
         resumed = latest_checkpoint(run_dir) if run_dir.exists() else None
         run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
-                what="training", log=run_dir / "train.log")
+                what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
         out = StageOutput("train", str(adapter), f"resumed from {resumed.name}" if resumed else "computed")
     publish_table(config, "training", training_rows(adapter), f"Training of {adapter}")
     return out
 
 
 @task(name="evaluate", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+@stage_logged
 def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOutput:
     """The adapter against the base model on the eval split (trainers/evaluate.py, vLLM), in a child
     process; returns the report folder."""
     t = config.train
     settings = {"baseline": t.eval_baseline, "shots": t.eval_shots, "max_rows": t.eval_max_rows, "guided": t.eval_guided,
                 **({"merged": True} if t.eval_merged else {}),  # absent when off: earlier evaluations keep their key
+                "base_guided": t.eval_baseline_guided,
                 "seed": config.seed, "engine": config.model.engine.model_dump(mode="json"),
                 "code": code_key(evaluate_adapter),
                 "adapter": json.loads((adapter.path / META_FILE).read_text()).get("global_step")}
@@ -384,7 +425,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
         with atomic_folder(out, prefix=".tmp-eval-") as tmp:
             work = tmp / "work"
             run_job("evaluate", {"adapter": adapter.path, "snapshot": snapshot_dir, "out": tmp}, config, folder=work,
-                    what="evaluation", log=out.parent / "evaluate.log")
+                    what="evaluation", log=out.parent / "evaluate.log", on_progress=progress_artifact(config, "evaluation"))
             shutil.rmtree(work)
             write_json(settings, tmp / "settings.json")
             # the report names files in the temporary folder: point it at the final one

@@ -52,6 +52,7 @@ from core.config import Config
 from core.engine import make_llm
 from core.ingest import ingest
 from core.model import DEFAULT_MODEL_DIR
+from core.progress import Progress
 from core.schema import ROW_COLUMNS, ROW_SCHEMA, AccountingError, StageCounts, empty_dropped
 from core.snapshot import resolve_snapshot
 from core.synthesis_config import SynthesisConfig
@@ -183,120 +184,126 @@ def synthesize(
     for label in skipped:
         wanted.pop(label)
 
-    engine_seconds = 0.0
-    if generator is None and wanted:
-        if llm is None:
+    with Progress("synthesis", total=sum(wanted.values()), unit="rows") as progress:
+        progress.update(0, step="engine start" if generator is None and wanted else None)
+        engine_seconds = 0.0
+        if generator is None and wanted:
+            if llm is None:
+                t0 = time.perf_counter()
+                llm = make_llm(config)
+                engine_seconds = time.perf_counter() - t0
+            generator = VLLMGenerator(llm, batch_size=syn.batch_size)
+
+        model = model_name(config)
+        sampling_json = json.dumps(gen_tpl.header.sampling.model_dump(), sort_keys=True)
+        check = LabelCheck(chk_tpl, train, config=config, labels=labels, seed=syn.seed) if chk_tpl is not None else None
+        real = train.select(ROW_COLUMNS).with_columns(split=pl.lit("train"))
+        ev = eval.select(ROW_COLUMNS).with_columns(split=pl.lit("eval")) if set(ROW_COLUMNS) <= set(eval.columns) else None
+        strict = _strict_dedupe_config(config)
+
+        kept: list[dict] = []
+        rejects: list[dict] = []
+        deficit = dict(wanted)
+        generated = Counter()
+        kept_n = Counter()
+        agree = Counter()
+        checked = Counter()
+        gen_seconds = 0.0
+        check_seconds = 0.0
+        line = 0
+        for attempt in range(1, syn.max_attempts + 1):
+            short = {l: d for l, d in deficit.items() if d > 0}
+            if not short:
+                break
+            progress.update(sum(kept_n.values()), round=attempt, step="generate")
+            counts = {}
+            for label, d in short.items():
+                yield_ = kept_n[label] / generated[label] if generated[label] else None
+                factor = syn.oversample if not yield_ else min(max(syn.oversample, syn.oversample / yield_), syn.max_oversample)
+                if yield_ == 0.0:
+                    factor = syn.max_oversample
+                counts[label] = math.ceil(d * factor / gen_tpl.header.sampling.n)
+            pending = render_generation_requests(gen_tpl, counts, by_class, config=config, labels=labels, seed=syn.seed, attempt=attempt)
             t0 = time.perf_counter()
-            llm = make_llm(config)
-            engine_seconds = time.perf_counter() - t0
-        generator = VLLMGenerator(llm, batch_size=syn.batch_size)
+            outs = generator.generate([p.request for p in pending])
+            gen_seconds += time.perf_counter() - t0
 
-    model = model_name(config)
-    sampling_json = json.dumps(gen_tpl.header.sampling.model_dump(), sort_keys=True)
-    check = LabelCheck(chk_tpl, train, config=config, labels=labels, seed=syn.seed) if chk_tpl is not None else None
-    real = train.select(ROW_COLUMNS).with_columns(split=pl.lit("train"))
-    ev = eval.select(ROW_COLUMNS).with_columns(split=pl.lit("eval")) if set(ROW_COLUMNS) <= set(eval.columns) else None
-    strict = _strict_dedupe_config(config)
+            # parse
+            cands: list[dict] = []
+            for p, gens in zip(pending, outs):
+                for sample, g in enumerate(gens):
+                    line += 1
+                    generated[p.label] += 1
+                    value, reason, detail = parse_output(g, p.request.parse, choices=p.request.choices)
+                    row = {
+                        "row_id": synthetic_row_id(gen_tpl.hash, p.seed, sample, p.label, value if value is not None else g.text),
+                        "split": "train", "source": f"synthetic:{gen_tpl.name}", "line": line, "input": value,
+                        "output": p.output, "label": p.label, "pii": [], "synthetic": True,
+                        "template": gen_tpl.name, "template_hash": gen_tpl.hash, "model": model, "seed": p.seed,
+                        "sample": sample, "sampling": sampling_json, "few_shot_ids": p.few_shot_ids, "attempt": attempt,
+                        "intended_label": p.label, "check_label": None,
+                        "check_template_hash": chk_tpl.hash if chk_tpl else None, "raw": g.text,
+                    }
+                    if reason is not None:
+                        rejects.append(_reject(row, "generate", reason, detail))
+                    else:
+                        cands.append(row)
+            if not cands:
+                continue
+            prov = {r["row_id"]: r for r in cands}
 
-    kept: list[dict] = []
-    rejects: list[dict] = []
-    deficit = dict(wanted)
-    generated = Counter()
-    kept_n = Counter()
-    agree = Counter()
-    checked = Counter()
-    gen_seconds = 0.0
-    check_seconds = 0.0
-    line = 0
-    for attempt in range(1, syn.max_attempts + 1):
-        short = {l: d for l, d in deficit.items() if d > 0}
-        if not short:
-            break
-        counts = {}
-        for label, d in short.items():
-            yield_ = kept_n[label] / generated[label] if generated[label] else None
-            factor = syn.oversample if not yield_ else min(max(syn.oversample, syn.oversample / yield_), syn.max_oversample)
-            if yield_ == 0.0:
-                factor = syn.max_oversample
-            counts[label] = math.ceil(d * factor / gen_tpl.header.sampling.n)
-        pending = render_generation_requests(gen_tpl, counts, by_class, config=config, labels=labels, seed=syn.seed, attempt=attempt)
-        t0 = time.perf_counter()
-        outs = generator.generate([p.request for p in pending])
-        gen_seconds += time.perf_counter() - t0
+            # clean, as for real rows
+            c_kept, c_dropped, _ = clean(_frame(cands, ROW_SCHEMA), config, root=root)
+            for d in c_dropped.iter_rows(named=True):
+                rejects.append(_reject({**prov[d["row_id"]], **{k: d[k] for k in ROW_COLUMNS}}, "clean", d["reason"], d["detail"]))
+            survivors = [{**prov[r["row_id"]], **r} for r in c_kept.iter_rows(named=True)]
 
-        # parse
-        cands: list[dict] = []
-        for p, gens in zip(pending, outs):
-            for sample, g in enumerate(gens):
-                line += 1
-                generated[p.label] += 1
-                value, reason, detail = parse_output(g, p.request.parse, choices=p.request.choices)
-                row = {
-                    "row_id": synthetic_row_id(gen_tpl.hash, p.seed, sample, p.label, value if value is not None else g.text),
-                    "split": "train", "source": f"synthetic:{gen_tpl.name}", "line": line, "input": value,
-                    "output": p.output, "label": p.label, "pii": [], "synthetic": True,
-                    "template": gen_tpl.name, "template_hash": gen_tpl.hash, "model": model, "seed": p.seed,
-                    "sample": sample, "sampling": sampling_json, "few_shot_ids": p.few_shot_ids, "attempt": attempt,
-                    "intended_label": p.label, "check_label": None,
-                    "check_template_hash": chk_tpl.hash if chk_tpl else None, "raw": g.text,
-                }
-                if reason is not None:
-                    rejects.append(_reject(row, "generate", reason, detail))
-                else:
-                    cands.append(row)
-        if not cands:
-            continue
-        prov = {r["row_id"]: r for r in cands}
+            # dedupe against real train, eval, earlier synthetic rows and each other (real rows first: they win)
+            if survivors:
+                parts = [real, _frame(kept, ROW_SCHEMA), _frame(survivors, ROW_SCHEMA)] + ([ev] if ev is not None else [])
+                frame = pl.concat([p.select(ROW_COLUMNS).cast(ROW_SCHEMA) for p in parts])
+                _, d_dropped, _ = dedupe(frame, strict)
+                ids = {r["row_id"] for r in survivors}
+                drops = {d["row_id"]: d for d in d_dropped.filter(pl.col("row_id").is_in(list(ids))).iter_rows(named=True)}
+                nxt = []
+                for r in survivors:
+                    d = drops.get(r["row_id"])
+                    if d is None:
+                        nxt.append(r)
+                    else:
+                        rejects.append(_reject(r, "dedupe", d["reason"], d["detail"], d["duplicate_of"]))
+                survivors = nxt
 
-        # clean, as for real rows
-        c_kept, c_dropped, _ = clean(_frame(cands, ROW_SCHEMA), config, root=root)
-        for d in c_dropped.iter_rows(named=True):
-            rejects.append(_reject({**prov[d["row_id"]], **{k: d[k] for k in ROW_COLUMNS}}, "clean", d["reason"], d["detail"]))
-        survivors = [{**prov[r["row_id"]], **r} for r in c_kept.iter_rows(named=True)]
+            # label check: the model labels each row without its intended class
+            progress.update(sum(kept_n.values()), generated=sum(generated.values()), step="label check")
+            if chk_tpl is not None and survivors:
+                reqs = check.requests([r["input"] for r in survivors], exclude=[r["few_shot_ids"] for r in survivors])
+                t0 = time.perf_counter()
+                outs = generator.generate(reqs)
+                check_seconds += time.perf_counter() - t0
+                nxt = []
+                for r, gens, (said, reason, detail) in zip(survivors, outs, check.verdicts(reqs, outs), strict=True):
+                    r["check_label"] = said if said is not None else gens[0].text
+                    checked[r["label"]] += 1
+                    if reason is not None:
+                        rejects.append(_reject(r, "label_check", LABEL_CHECK_UNPARSEABLE, f"{reason}: {detail}"))
+                    elif said != r["label"]:
+                        rejects.append(_reject(r, "label_check", LABEL_DISAGREEMENT, f"model says {said!r}"))
+                    else:
+                        agree[r["label"]] += 1
+                        nxt.append(r)
+                survivors = nxt
 
-        # dedupe against real train, eval, earlier synthetic rows and each other (real rows first: they win)
-        if survivors:
-            parts = [real, _frame(kept, ROW_SCHEMA), _frame(survivors, ROW_SCHEMA)] + ([ev] if ev is not None else [])
-            frame = pl.concat([p.select(ROW_COLUMNS).cast(ROW_SCHEMA) for p in parts])
-            _, d_dropped, _ = dedupe(frame, strict)
-            ids = {r["row_id"] for r in survivors}
-            drops = {d["row_id"]: d for d in d_dropped.filter(pl.col("row_id").is_in(list(ids))).iter_rows(named=True)}
-            nxt = []
+            # budget
             for r in survivors:
-                d = drops.get(r["row_id"])
-                if d is None:
-                    nxt.append(r)
+                if deficit[r["label"]] > 0:
+                    deficit[r["label"]] -= 1
+                    kept_n[r["label"]] += 1
+                    kept.append(r)
                 else:
-                    rejects.append(_reject(r, "dedupe", d["reason"], d["detail"], d["duplicate_of"]))
-            survivors = nxt
-
-        # label check: the model labels each row without its intended class
-        if chk_tpl is not None and survivors:
-            reqs = check.requests([r["input"] for r in survivors], exclude=[r["few_shot_ids"] for r in survivors])
-            t0 = time.perf_counter()
-            outs = generator.generate(reqs)
-            check_seconds += time.perf_counter() - t0
-            nxt = []
-            for r, gens, (said, reason, detail) in zip(survivors, outs, check.verdicts(reqs, outs), strict=True):
-                r["check_label"] = said if said is not None else gens[0].text
-                checked[r["label"]] += 1
-                if reason is not None:
-                    rejects.append(_reject(r, "label_check", LABEL_CHECK_UNPARSEABLE, f"{reason}: {detail}"))
-                elif said != r["label"]:
-                    rejects.append(_reject(r, "label_check", LABEL_DISAGREEMENT, f"model says {said!r}"))
-                else:
-                    agree[r["label"]] += 1
-                    nxt.append(r)
-            survivors = nxt
-
-        # budget
-        for r in survivors:
-            if deficit[r["label"]] > 0:
-                deficit[r["label"]] -= 1
-                kept_n[r["label"]] += 1
-                kept.append(r)
-            else:
-                rejects.append(_reject(r, "budget", SURPLUS, "the class's budget was already met"))
+                    rejects.append(_reject(r, "budget", SURPLUS, "the class's budget was already met"))
+            progress.update(sum(kept_n.values()), agreement=round(sum(agree.values()) / max(sum(checked.values()), 1), 3))
+        progress.update(sum(kept_n.values()), step=None)
 
     rows_df = _frame(kept, SYNTH_SCHEMA)
     rej_df = _frame(rejects, REJECT_SCHEMA)

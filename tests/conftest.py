@@ -40,7 +40,7 @@ def curate_steps(config: str | Path, overrides: list[str] | None = None, *, synt
     stages = [ingested, cleaned, deduped, tasks.balance.fn(cfg, deduped)]
     if synthesize:
         stages.append(tasks.synthesize.fn(cfg, stages[-1]))
-    return Path(tasks.snapshot.fn(cfg, stages, str(cfg.model.path or DEFAULT_MODEL_DIR)))
+    return tasks.snapshot.fn(cfg, stages, str(cfg.model.path or DEFAULT_MODEL_DIR)).path
 
 
 def write_config(tmp_path: Path, data: dict, name: str = "config.yaml") -> Path:

@@ -36,6 +36,7 @@ from typing import Any, Sequence
 
 from core.config import EngineConfig
 from core.engine import build_llm, engine_args
+from core.progress import Progress
 from core.train_config import FormatConfig
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
 from trainers.predict import adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model, lora_base, merge_adapter
@@ -185,11 +186,12 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
              max_new_tokens: int | None = None, guided: bool = True, merged: bool = False,
-             engine_config: EngineConfig | None = None) -> dict:
+             engine_config: EngineConfig | None = None, base_guided: bool = True) -> dict:
     """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
 
-    With `guided` (classification, vLLM), each system is also scored with its answer constrained
-    to the label set (vLLM guided choice): how the model is served in practice. The free
+    With `guided` (classification, vLLM), the tuned model (and with `base_guided` the base model)
+    is also scored with its answer constrained to the label set (vLLM guided choice): how the
+    model is served in practice. The free
     systems measure what the model learned on its own (format compliance). vLLM engines are
     built from `engine_config` (a config's `model.engine`; its defaults when None) and `seed`,
     which also draws the few-shot rows and the eval sample.
@@ -222,7 +224,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     if baseline or tuned_fmt is None:
         bfmt = base_format(tuned_fmt, base, task)
         systems.append(("base zero-shot", bfmt, [], False, None))
-        if choice:
+        if choice and base_guided:
             systems.append(("base zero-shot, guided choice", bfmt, [], False, choice))
         if shots > 0:
             systems.append((f"base {shots}-shot", bfmt, pick_shots(read_rows(snapshot_dir, "train"), shots, seed), False, None))
@@ -242,32 +244,41 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
-    for name, fmt, shot_rows, with_adapter, choices in systems:
-        prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
-        if engine == "vllm":
-            # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
-            serves = "base" if not with_adapter else "merged" if merged else "trained-base" if qlora else "base"
-            if llm_serves != serves:
-                if llm is not None:
-                    llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
-                    gc.collect()
-                if serves == "merged":
-                    llm = make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
-                elif serves == "trained-base":
-                    llm = make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
-                else:
-                    llm = make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
-                llm_serves = serves
-            gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
-                                 max_new_tokens=max_new_tokens, llm=llm, choices=choices)
-        else:
-            if with_adapter not in models:
-                models[with_adapter] = load_model(adapter_dir if with_adapter else None, base)
-            gens = generate(models[with_adapter], fmt, prompts, max_new_tokens=max_new_tokens)
-        preds = [g.answer for g in gens]
-        results[name] = score(task, golds, preds, [g.stopped for g in gens])
-        results[name]["prompt_tokens_mean"] = round(sum(map(len, prompts)) / max(len(prompts), 1), 1)
-        predictions[name] = gens
+    with Progress("evaluation", total=len(rows) * len(systems), unit="rows") as progress:
+
+        def done(n: int) -> None:
+            progress.update(progress.done + n)
+
+        for name, fmt, shot_rows, with_adapter, choices in systems:
+            progress.update(progress.done, system=name)
+            prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
+            if engine == "vllm":
+                # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
+                serves = "base" if not with_adapter else "merged" if merged else "trained-base" if qlora else "base"
+                if llm_serves != serves:
+                    if llm is not None:
+                        llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
+                        gc.collect()
+                    if serves == "merged":
+                        llm = make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
+                    elif serves == "trained-base":
+                        llm = make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
+                    else:
+                        llm = make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
+                    llm_serves = serves
+                gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
+                                     max_new_tokens=max_new_tokens, llm=llm, choices=choices, on_done=done)
+            else:
+                if with_adapter not in models:
+                    models[with_adapter] = load_model(adapter_dir if with_adapter else None, base)
+                gens = generate(models[with_adapter], fmt, prompts, max_new_tokens=max_new_tokens, on_done=done)
+            preds = [g.answer for g in gens]
+            results[name] = score(task, golds, preds, [g.stopped for g in gens])
+            results[name]["prompt_tokens_mean"] = round(sum(map(len, prompts)) / max(len(prompts), 1), 1)
+            predictions[name] = gens
+            main = "accuracy" if task.kind == "classification" else "exact_match"
+            progress.log.info("evaluation: %s: %s %.3f, format compliance %.3f", name, main.replace("_", " "),
+                              results[name][main], results[name]["format_compliance"])
 
     report = {
         "snapshot": str(snapshot_dir),

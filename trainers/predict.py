@@ -23,7 +23,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from core.config import EngineConfig
 from core.devices import torch_dtype
@@ -138,8 +138,8 @@ def _save_model_folder(model, adapter_dir: str | Path, out: Path) -> Path:
 
 
 def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_tokens: int = 32,
-             batch_size: int = 16) -> list[Generation]:
-    """Greedy decoding of token-id prompts with transformers (left-padded batches)."""
+             batch_size: int = 16, on_done: Callable[[int], None] | None = None) -> list[Generation]:
+    """Greedy decoding of token-id prompts with transformers (left-padded batches); `on_done(n)` after each."""
     import torch
 
     pad = fmt.pad_id()
@@ -161,14 +161,20 @@ def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_
                 row = row[: row.index(fmt.stop_id) + 1]
             raw = fmt.tokenizer.decode(row, skip_special_tokens=False)
             out.append(Generation(fmt.parse(raw), raw, stopped))
+        if on_done is not None:
+            on_done(len(chunk))
     return out
 
 
 def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[list[int]], *,
                   adapter_dir: str | Path | None = None, max_new_tokens: int = 32, lora_rank: int = 16,
                   engine_config: EngineConfig | None = None, seed: int = 0, llm=None,
-                  choices: Sequence[str] | None = None) -> list[Generation]:
+                  choices: Sequence[str] | None = None, on_done: Callable[[int], None] | None = None,
+                  chunk: int = 96) -> list[Generation]:
     """Greedy decoding with vLLM; the adapter is served through a LoRARequest on the base model.
+
+    With `on_done`, the prompts go to the engine `chunk` at a time and `on_done(n)` follows each
+    chunk (progress lines); without it, in one call.
 
     `llm` is an engine already built (evaluation builds one per served model); otherwise one is
     built from `engine_config` (a config's `model.engine`) and `seed`. `choices` constrains the
@@ -188,8 +194,13 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
                             skip_special_tokens=False, include_stop_str_in_output=True,
                             structured_outputs=StructuredOutputsParams(choice=list(choices)) if choices else None)
     lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
-    outputs = llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
-                           use_tqdm=False, lora_request=lora)
+    requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
+    step = chunk if on_done is not None else max(len(requests), 1)
+    outputs = []
+    for start in range(0, len(requests), step):
+        outputs += llm.generate(requests[start:start + step], params, use_tqdm=False, lora_request=lora)
+        if on_done is not None:
+            on_done(len(requests[start:start + step]))
     gens = []
     for o in outputs:
         c = o.outputs[0]

@@ -38,6 +38,7 @@ from typing import Any
 
 from core.devices import malloc_trim, resolve_dtype, set_malloc_mmap_threshold, torch_dtype
 from core.io import atomic_folder
+from core.progress import Progress
 from core.train_config import TrainConfig
 from trainers import sft
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
@@ -221,6 +222,36 @@ def _format_callback(fmt: PromptFormat):
     return SaveFormat()
 
 
+def _progress_callback():
+    """Steps, loss and an ETA as `curate.progress` lines (core.progress): at least every 20 s while training."""
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.progress = Progress("training", total=state.max_steps, unit="steps").__enter__()
+            self.progress.update(state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.progress.update(state.global_step, total=state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.progress is not None and logs:
+                extra = {"loss": float(logs["loss"])} if "loss" in logs else {}
+                if "eval_loss" in logs:
+                    extra["val loss"] = float(logs["eval_loss"])
+                self.progress.update(state.global_step, **extra)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.progress is not None:
+                self.progress.update(state.global_step)
+                self.progress.__exit__(None, None, None)
+                self.progress = None
+
+    return StepProgress()
+
+
 def latest_checkpoint(run_dir: Path) -> Path | None:
     ckpts = sorted((run_dir / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
@@ -279,7 +310,8 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt)]
+    cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt),
+           _progress_callback()]
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = sft.CurateSFTTrainer(

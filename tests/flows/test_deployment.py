@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,8 +84,14 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
     assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
     arts = subprocess.run([str(BIN / "prefect"), "artifact", "ls"], env=env, capture_output=True, text=True)
     for key in ("banking77-funnel", "banking77-class-mix", "banking77-class-mix-chart", "banking77-snapshot", "banking77-diff",
-                "banking77-format-check", "banking77-training", "banking77-evaluation", "banking77-outputs"):
+                "banking77-format-check", "banking77-training", "banking77-evaluation", "banking77-outputs",
+                "banking77-training-progress", "banking77-evaluation-progress"):
         assert key in arts.stdout, arts.stdout
+    # the stage lines and the long stages' progress reach the run's logs in the UI (Prefect's extra_loggers)
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", out.stdout)[1]
+    logs = subprocess.run([str(BIN / "prefect"), "flow-run", "logs", run_id], env=env, capture_output=True, text=True)
+    assert "ingest: computed in" in logs.stdout and "train: computed in" in logs.stdout, logs.stdout[-3000:]
+    assert re.search(r"training: 2/2 steps \(100%\)", logs.stdout) and re.search(r"evaluation: 32/32 rows", logs.stdout)
 
     # Unchanged re-run: every stage a cache hit, training and evaluation included; the same snapshot.
     again = _run(env, {"overrides": overrides}, "--watch")

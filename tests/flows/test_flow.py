@@ -1,6 +1,7 @@
 """The curation flow end to end on the bundled samples (real Prefect, ephemeral API)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,11 +122,21 @@ def test_the_config_is_read_once_per_run_and_every_stage_reports_its_cache(harne
                  f"output.cache={tmp_path / 'cache'}"]
     first = curate_and_train(config="configs/viggo.yaml", overrides=overrides)
     assert len(reads) == 1  # the flow's own load; every task got the resolved config
-    assert first["stages"] == [[s, "computed"] for s in ("01-ingest", "02-clean", "03-dedupe", "04-balance", "05-synthesize")]
+    names = ["01-ingest", "02-clean", "03-dedupe", "04-balance", "05-synthesize", "snapshot", "diff"]
+    assert [s for s, _, _ in first["stages"]] == names
+    assert [c for _, c, _ in first["stages"]] == ["computed"] * 7
+    assert all(seconds is not None and seconds >= 0 for _, _, seconds in first["stages"])  # each stage's own time
     again = curate_and_train(config="configs/viggo.yaml", overrides=overrides)
-    assert [c for _, c in again["stages"]] == ["hit"] * 5 and again["snapshot"] == first["snapshot"]
+    assert [c for _, c, _ in again["stages"]] == ["hit"] * 6 + ["computed"] and again["snapshot"] == first["snapshot"]
     record = json.loads(sorted((tmp_path / "runs" / "viggo").glob("*/run.json"))[-1].read_text())
     assert [s["cache"] for s in record["stages"]] == ["hit"] * 5
+    assert Path(again["record"]) == sorted((tmp_path / "runs" / "viggo").glob("*/run.json"))[-1]
+    # the run's own log: a start and an end line per stage, with the cache state and row counts
+    log = (Path(again["record"]).parent / "run.log").read_text()
+    for stage in ("ingest", "clean", "dedupe", "balance", "synthesize", "snapshot", "diff"):
+        assert f"| {stage}: started" in log
+    assert re.search(r"\| ingest: hit in [0-9.]+s \| \d+ rows in, \d+ kept", log)
+    assert re.search(r"\| snapshot: hit in [0-9.]+s \| [0-9a-f]{12}: train \d+, eval \d+", log)
 
 
 def test_in_process_review_gate_stops_until_approved(harness, tmp_path):

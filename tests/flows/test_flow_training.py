@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,8 +67,15 @@ def test_killed_training_resumes_from_its_checkpoint_on_the_cached_snapshot(tmp_
 
     again = subprocess.run(_cmd(tmp_path, *MERGED), env=_env(), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    assert "train resumed from checkpoint-" in again.stdout.replace("\n", " ")
-    record = json.loads(sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1].read_text())
+    record_file = sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1]
+    record = json.loads(record_file.read_text())
+    # a line per stage and the long stages' progress (relayed from their child processes), on the
+    # console (a pipe here, not a terminal) and in the run's own log alike
+    for out in (again.stderr, (record_file.parent / "run.log").read_text()):
+        assert re.search(r"\| train: resumed from checkpoint-2 in [0-9.ms]+ \| 4 steps on \d+ rows", out), out[-3000:]
+        assert re.search(rf"\| training: {TINY_STEPS}/{TINY_STEPS} steps \(100%\), loss [0-9.]+, .* elapsed, done", out)
+        assert re.search(r"\| evaluation: 32/32 rows \(100%\)", out)  # 16 rows x (tuned, guided)
+        assert "| evaluate: computed in" in out
     assert [s["cache"] for s in record["stages"]] == ["hit"] * 5 and record["snapshot_id"] == snapshot_before[0]
     adapter = Path(record["adapter"])
     meta = json.loads((adapter / "train_meta.json").read_text())
@@ -160,11 +168,12 @@ def test_killed_synthesis_takes_its_engine_down_and_the_rerun_finishes_it(tmp_pa
 
     again = subprocess.run(cmd(killed), env=_env(), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
-    out = " ".join(again.stdout.split())
     # The stages before synthesis finished in the killed run and are reused; synthesis keeps no
     # partial work, so the rerun's synthesis is a whole one (a fresh run's, seeded per request:
     # test_synthesis repeats them; test_reliability compares a killed curation with a straight one).
-    assert "01-ingest hit, 02-clean hit, 03-dedupe hit, 04-balance hit, 05-synthesize computed" in out
+    caches = re.findall(r"\| (ingest|clean|dedupe|balance|synthesize): (hit|computed) in", again.stderr)
+    assert caches == [("ingest", "hit"), ("clean", "hit"), ("dedupe", "hit"), ("balance", "hit"), ("synthesize", "computed")]
+    assert re.search(r"\| synthesis: \d+/\d+ rows \(\d+%\).* elapsed, done", again.stderr)  # relayed from the child
     finals = [p.name for p in (killed / "cache" / "viggo" / "05-synthesize").glob("[!.]*")]
     assert finals == [Path(record_stage(killed, "05-synthesize")).name]
     ids = [p.parent.name for p in (killed / "snap" / "viggo").glob("*/manifest.json")]
