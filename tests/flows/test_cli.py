@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,9 @@ import pytest
 import typer
 
 import core
+from flows import cli_summary
 from flows.cli import app
+from tests.conftest import base_config, curate_steps, write_config
 
 
 def _commands(group, path: tuple[str, ...] = ()):
@@ -42,3 +45,24 @@ def test_help_and_version_through_python_dash_m():
     assert "format.py" not in out.stdout  # the command's own usage, not a module's argparse
     version = subprocess.run([sys.executable, "-m", "curate", "--version"], capture_output=True, text=True, timeout=120)
     assert version.returncode == 0 and version.stdout.strip() == f"curate-and-train {core.__version__}"
+
+
+def test_the_run_summary_says_what_happened_where_it_is_and_what_next_with_user_text_escaped(tmp_path):
+    train = tmp_path / "train.jsonl"
+    rows = [{"text": f"message number {i} about [bold]things[/bold]", "label": lab}
+            for i, lab in enumerate(["a", "b", "[red]c[/red]"] * 4)]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = base_config(tmp_path, [str(train)], task={"labels": ["a", "b", "[red]c[/red]"]})
+    snapshot = curate_steps(write_config(tmp_path, cfg))
+    record = tmp_path / "runs" / "t" / "x" / "run.json"
+    record.parent.mkdir(parents=True)
+    (record.parent / "run.log").write_text("")
+    result = {"snapshot": str(snapshot), "record": str(record),
+              "stages": [["01-ingest", "computed", 0.12], ["02-clean", "hit", 0.05], ["snapshot", "computed", 0.8]]}
+    with cli_summary.console.capture() as captured:
+        cli_summary.print_run(result, tmp_path / "config.yaml", 75.0)
+    out = captured.get()
+    assert "[red]c[/red]" in out  # a label that looks like markup prints as written
+    assert "all stages" in out and "0.8" in out and "done in 1m15s" in out
+    assert f"run log: {record.parent / 'run.log'}" in " ".join(out.split())
+    assert "curate run --config" in out and "--train" in out  # what to run next without an adapter
