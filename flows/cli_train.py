@@ -27,6 +27,7 @@ from core.model import resolve_model
 from core.snapshot import resolve_snapshot
 from core.train_config import TrainConfig
 from flows.cli_common import console, fail
+from flows.logs import console_log
 from trainers.curves import learning_curve
 from trainers.evaluate import evaluate
 from trainers.format_check import FormatViolationError, format_check
@@ -83,6 +84,7 @@ def train_cmd(
 ) -> None:
     """QLoRA (or LoRA) training on a snapshot; prints the adapter folder. Resumes from the run folder's latest checkpoint."""
     cfg = _train_config(config, overrides)
+    console_log()  # steps, loss and an ETA on stderr
     try:
         console.print(str(train(_snapshot(snapshot), resolve_model(model), cfg, out_dir=out)), highlight=False)
     except FormatViolationError as exc:
@@ -106,6 +108,7 @@ def eval_cmd(
     """Evaluate an adapter against the base model (zero- and few-shot) on the eval split: report.md, confusion.png."""
     if engine not in ("vllm", "transformers"):
         fail("--engine must be vllm or transformers")
+    console_log()  # rows per system and an ETA on stderr
     if adapter is None and not base_only:
         fail("give --adapter DIR, or --base-only with --snapshot")
     ref = snapshot or (json.loads((adapter / "train_meta.json").read_text())["snapshot"] if adapter else None)
@@ -159,6 +162,7 @@ def sweep_cmd(
 ) -> None:
     """Learning curve: train and evaluate on nested fractions of a snapshot; metric vs training examples (PNG)."""
     shares = _fractions(fractions)
+    console_log()
     snap = _snapshot(snapshot)
     cfg = _train_config(config, overrides)
     folder = out or Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}"

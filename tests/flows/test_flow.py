@@ -44,7 +44,7 @@ def _check_accounting(folder):
 
 
 def test_banking77_sample_end_to_end(harness, tmp_path):
-    folder = _run("configs/banking77.yaml", tmp_path, "train.enabled=false")  # training: tests/flows/test_flow_training.py
+    folder = _run("configs/banking77.yaml", tmp_path, "train.enabled=false", "synthesis.enabled=false")  # training: tests/flows/test_flow_training.py
     manifest = _check_accounting(folder)
     verify_snapshot(folder)
     rejected = pl.read_parquet(folder / "rejected.parquet")
@@ -76,10 +76,10 @@ def test_banking77_sample_end_to_end(harness, tmp_path):
     assert load_dataset(folder)["train"].num_rows == train.height
 
     # Same inputs, same config: the same snapshot, byte for byte.
-    again = _run("configs/banking77.yaml", tmp_path, "train.enabled=false")
+    again = _run("configs/banking77.yaml", tmp_path, "train.enabled=false", "synthesis.enabled=false")
     assert again == folder
     # A changed setting gives a new snapshot, and the index lists both in order.
-    changed = _run("configs/banking77.yaml", tmp_path, "train.enabled=false", "clean.min_chars=20")
+    changed = _run("configs/banking77.yaml", tmp_path, "train.enabled=false", "synthesis.enabled=false", "clean.min_chars=20")
     assert changed != folder
     index = [json.loads(l)["snapshot_id"] for l in (folder.parent / "index.jsonl").read_text().splitlines()]
     assert index[-1] == changed.name
