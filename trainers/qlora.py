@@ -336,9 +336,16 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
 
 
 def validate(run: Run) -> dict:
-    """Validation loss of the weights the trainer ends with (the best ones with early stopping)."""
+    """Validation loss of the weights the trainer ends with (the best ones with early stopping).
+
+    Without early stopping the last weights are the ones kept: a validation the trainer ran at
+    the final step is that result already, and is not run twice."""
     if not run.val_rows:
         return {}
+    state = run.trainer.state
+    last = next((h for h in reversed(state.log_history) if "eval_loss" in h), None)
+    if last is not None and last.get("step") == state.global_step and not run.trainer.args.load_best_model_at_end:
+        return {k: float(v) for k, v in last.items() if k.startswith("eval_")}
     return {k: float(v) for k, v in run.trainer.evaluate().items()}
 
 
