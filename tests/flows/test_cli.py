@@ -64,5 +64,5 @@ def test_the_run_summary_says_what_happened_where_it_is_and_what_next_with_user_
     out = captured.get()
     assert "[red]c[/red]" in out  # a label that looks like markup prints as written
     assert "all stages" in out and "0.8" in out and "done in 1m15s" in out
-    assert f"run log: {record.parent / 'run.log'}" in " ".join(out.split())
+    assert f"runlog:{record.parent / 'run.log'}" in "".join(out.split())  # (rich wraps long paths)
     assert "curate run --config" in out and "--train" in out  # what to run next without an adapter

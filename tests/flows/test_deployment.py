@@ -67,7 +67,9 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
 
     env, home = served
     # two steps are enough here: resuming is test_flow_training's
-    overrides = [*_outputs(tmp_path), f"train.output_dir={tmp_path / 'adapters'}", *TINY_TRAIN, "train.max_steps=2"]
+    # the adapter served as a LoRA request here (configs/banking77.yaml merges it; test_flow_training too)
+    overrides = [*_outputs(tmp_path), f"train.output_dir={tmp_path / 'adapters'}", *TINY_TRAIN, "train.max_steps=2",
+                 "train.eval_merged=false"]
     out = _run(env, {"overrides": overrides}, "--watch")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "Completed" in out.stdout
@@ -106,7 +108,7 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
 
 def test_review_gate_pauses_and_records_the_decision(served, tmp_path):
     env, home = served
-    overrides = [*_outputs(tmp_path), "train.enabled=false"]
+    overrides = [*_outputs(tmp_path), "train.enabled=false", "synthesis.enabled=false"]
     out = _run(env, {"overrides": overrides, "require_review": True})
     assert out.returncode == 0, out.stderr
     script = """
@@ -144,7 +146,8 @@ def test_ray_task_runner_gives_the_same_snapshot(tmp_path_factory, tmp_path):
     home = tmp_path_factory.mktemp("prefect-ray")
     proc, env = _serve(home, "--set", "runner.kind=ray", "--set", "runner.num_cpus=2", "--set", "runner.shards=3")
     try:
-        ray_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'ray-snap'}", f"output.runs={tmp_path / 'ray-runs'}", f"output.cache={tmp_path / 'ray-cache'}", "runner.kind=ray", "runner.shards=3", "train.enabled=false"]
+        ray_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'ray-snap'}", f"output.runs={tmp_path / 'ray-runs'}", f"output.cache={tmp_path / 'ray-cache'}", "runner.kind=ray", "runner.shards=3", "train.enabled=false",
+                  "synthesis.enabled=false"]
         out = _run(env, {"overrides": ray_out}, "--watch")
         assert out.returncode == 0, out.stdout[-3000:]
         assert out.stdout.count("clean-shard") >= 3 and "merge-clean" in out.stdout
@@ -152,7 +155,8 @@ def test_ray_task_runner_gives_the_same_snapshot(tmp_path_factory, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    local_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'local-snap'}", f"output.runs={tmp_path / 'local-runs'}", f"output.cache={tmp_path / 'local-cache'}", "train.enabled=false"]
+    local_out = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'local-snap'}", f"output.runs={tmp_path / 'local-runs'}", f"output.cache={tmp_path / 'local-cache'}", "train.enabled=false",
+                 "synthesis.enabled=false"]
     res = subprocess.run([str(BIN / "curate"), "run", *sum((["--set", o] for o in local_out), [])], capture_output=True, text=True, timeout=600,
                          env={k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"})
     assert res.returncode == 0, res.stderr[-3000:]
