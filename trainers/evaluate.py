@@ -191,10 +191,10 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     With `guided` (classification, vLLM), the tuned model (and with `base_guided` the base model)
     is also scored with its answer constrained to the label set (vLLM guided choice): how the
-    model is served in practice. The free
-    systems measure what the model learned on its own (format compliance). vLLM engines are
-    built from `engine_config` (a config's `model.engine`; its defaults when None) and `seed`,
-    which also draws the few-shot rows and the eval sample.
+    model is served in practice. The free systems measure what the model learned on its own
+    (format compliance). vLLM engines are built from `engine_config` (a config's `model.engine`;
+    its defaults when None) and `seed`, which also draws the few-shot rows and the eval sample.
+    Progress (rows per system, an ETA) goes to the `curate.progress` logger (core.progress).
     """
     engine_config = engine_config or EngineConfig()
 
