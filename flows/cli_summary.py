@@ -50,7 +50,7 @@ def print_summary(folder: Path) -> None:
         mix.add_row(escape(r["class"]), str(r["ingested"]), planned, budget, str(r["train"]), f"{r['share']:.2f}", str(r["eval"]))
     console.print(mix)
     rows = manifest["rows"]
-    console.print(f"[bold]snapshot[/] {escape(str(folder))}  (train {rows['train']}, eval {rows['eval']}, "
+    console.print(f"[bold]snapshot[/] {escape(display_path(folder))}  (train {rows['train']}, eval {rows['eval']}, "
                   f"rejected {rows['rejected']}, quarantined {rows['quarantine']})", highlight=False)
 
 
@@ -105,6 +105,15 @@ def print_training(result: dict) -> None:
         console.print(ev)
 
 
+def display_path(path: str | Path) -> str:
+    """A path as the user would type it: relative to the working folder when it is inside it."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def print_run(result: dict, config_path: Path, seconds: float) -> None:
     """The end of `curate run`: the tables, where everything is, and what to run next."""
     folder = Path(result["snapshot"])
@@ -123,7 +132,7 @@ def print_run(result: dict, config_path: Path, seconds: float) -> None:
     where.append(("run log", Path(result["record"]).parent / "run.log"))
     for what, path in where:
         if path.exists():
-            console.print(f"[bold]{what}[/]: {escape(str(path))}", highlight=False)
+            console.print(f"[bold]{what}[/]: {escape(display_path(path))}", highlight=False)
     console.print(f"[bold]done[/] in {duration(seconds)}", highlight=False)
     console.print("next:", highlight=False)
     for command, why in next_steps(result, config_path):
@@ -134,8 +143,8 @@ def next_steps(result: dict, config_path: Path) -> list[tuple[str, str]]:
     """Commands worth running after this run, with why."""
     if "adapter" not in result:
         return [(f"curate run --config {shlex.quote(str(config_path))} --train", "train and evaluate on this snapshot"),
-                (f"curate diff {shlex.quote(str(result['snapshot']))}", "what changed against the previous snapshot")]
-    adapter = shlex.quote(result["adapter"])
+                (f"curate diff {shlex.quote(display_path(result['snapshot']))}", "what changed against the previous snapshot")]
+    adapter = shlex.quote(display_path(result["adapter"]))
     example = _first_eval_input(Path(result["snapshot"]))
     steps = [(f"curate predict --adapter {adapter} {shlex.quote(example)}", "ask the tuned model, in its training format"),
              (f"curate eval --adapter {adapter} --shots 5 --merged", "add the base model's few-shot row to the evaluation")]
