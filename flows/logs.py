@@ -28,7 +28,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from core.progress import LOGGER, duration
+from core.schema import StageCounts
 from flows.cache import StageOutput
+from trainers.summary import evaluation_rows, training_rows
 
 log = logging.getLogger(f"{LOGGER}.stages")
 LINE_FORMAT = "%(asctime)s | %(message)s"
@@ -73,10 +75,9 @@ def run_log(path: str | Path) -> Iterator[Path]:
 
 # -- what a stage did, in one line ------------------------------------------------------------
 def _counts_line(folder: Path) -> str:
-    counts = json.loads((folder / "counts.json").read_text())
-    filtered = sum(counts.get("filtered", {}).values())
-    quarantined = sum(counts.get("quarantined", {}).values())
-    line = f"{counts['rows_in']} rows in, {counts['kept']} kept"
+    counts = StageCounts.from_dict(json.loads((folder / "counts.json").read_text()))
+    filtered, quarantined = sum(counts.filtered.values()), sum(counts.quarantined.values())
+    line = f"{counts.rows_in} rows in, {counts.kept} kept"
     line += f", {filtered} filtered" if filtered else ""
     line += f", {quarantined} quarantined" if quarantined else ""
     return line
@@ -104,16 +105,15 @@ def describe(out: StageOutput) -> str:
             report = json.loads(path.read_text())
             bad = report.get("violations") or []
             return f"{report.get('rows', '?')} rows, " + (f"{len(bad)} violations" if bad else "no violations")
-        if out.stage == "train":
-            meta = json.loads((path / "train_meta.json").read_text())
-            losses, evals = meta.get("train_loss") or [], meta.get("eval_loss") or []
-            line = f"{meta['global_step']} steps on {meta['train_rows']} rows"
-            line += f", loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
-            return line + (f", validation loss {min(evals):.3f}" if evals else "")
+        if out.stage == "train":  # the training table's rows (trainers/summary.py), in one line
+            t = {r["metric"]: r["value"] for r in training_rows(path)}
+            line = f"{t['steps']} steps on {t['train rows / validation rows'].split(' / ')[0]} rows"
+            line += f", loss {t['train loss first -> last']}" if t["train loss first -> last"] != "-" else ""
+            return line + (f", validation loss {t['validation loss (best)']}" if t["validation loss (best)"] != "-" else "")
         if out.stage == "evaluate":
-            systems = json.loads((path / "report.json").read_text())["systems"]
-            key = "accuracy" if "accuracy" in next(iter(systems.values())) else "exact_match"
-            return ", ".join(f"{name} {m[key]:.3f}" for name, m in systems.items()) + f" ({key.replace('_', ' ')})"
+            rows = evaluation_rows(path)
+            key = next(k for k in rows[0] if k not in ("system", "n"))  # the headline metric
+            return ", ".join(f"{r['system']} {r[key]:.3f}" for r in rows) + f" ({key.replace('_', ' ')})"
         if (path / "synthesis.json").is_file():
             return _counts_line(path) + "; " + _synthesis_line(path)
         if (path / "counts.json").is_file():
