@@ -112,13 +112,15 @@ def describe(out: StageOutput) -> str:
             return line + (f", validation loss {t['validation loss (best)']}" if t["validation loss (best)"] != "-" else "")
         if out.stage == "evaluate":
             rows = evaluation_rows(path)
+            if not rows:
+                return "no systems evaluated"
             key = next(k for k in rows[0] if k not in ("system", "n"))  # the headline metric
             return ", ".join(f"{r['system']} {r[key]:.3f}" for r in rows) + f" ({key.replace('_', ' ')})"
         if (path / "synthesis.json").is_file():
             return _counts_line(path) + "; " + _synthesis_line(path)
         if (path / "counts.json").is_file():
             return _counts_line(path)
-    except (OSError, KeyError, ValueError, StopIteration) as exc:  # a summary line never fails a stage
+    except (OSError, KeyError, IndexError, ValueError, StopIteration) as exc:  # a summary line never fails a stage
         return f"({type(exc).__name__} reading its summary)"
     return out.folder
 
