@@ -4,6 +4,17 @@ Every write goes to a temporary file in the destination folder and is renamed
 into place, so a killed process never leaves a half-written file under the final
 name (os.replace is atomic on POSIX within one file system).
 
+What is renamed into place is durable and shared: the file (every file of a folder) is
+fsynced before the rename and its folder after it, so a power cut never leaves a name
+pointing at lost bytes; and it gets the modes the process's umask gives a new file
+(0644 / 0755 under umask 022), not the private ones of a temporary (0600 / 0700), so a
+team's shared snapshot is readable by the team.
+
+Two processes may publish under the same name at once (two runs of one config): a
+folder already complete under the final name is left alone and the newcomer's copy is
+discarded (`atomic_folder(..., keep=...)`), and `file_lock` serializes what must not
+interleave (the cache's compute-once, the snapshot index's read-modify-write).
+
 A temporary's name carries its owner, `@host~pid~`. What a killed process leaves
 behind is removed by the next write into the same folder (`sweep_temporaries`): only
 temporaries of this host whose process no longer runs, so a live writer, or one on
@@ -13,16 +24,19 @@ another machine sharing the disk, is never touched.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
 import shutil
 import socket
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import polars as pl
+from filelock import FileLock
 
 TABLE_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -81,6 +95,48 @@ def temporary_folder(parent: str | Path, prefix: str = ".tmp-") -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix + owner_tag(), dir=parent))
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and setting it back: there is no getter before 3.13)."""
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_tree(root: Path) -> None:
+    """fsync every file and folder under `root` and give them the umask's modes (a temporary's are private)."""
+    mask = _umask()
+    for folder, dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if path.is_symlink() or not path.is_file():
+                continue
+            with open(path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(path, 0o666 & ~mask)
+        os.chmod(folder, 0o777 & ~mask)
+        _fsync_dir(Path(folder))
+
+
+def file_lock(path: str | Path) -> FileLock:
+    """An exclusive lock on `path` (created if missing) between processes and threads: `with file_lock(p): ...`.
+
+    fcntl.flock underneath, so a killed holder releases it; it blocks until free."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(path), thread_local=False)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""
@@ -94,26 +150,52 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
 
 
 @contextlib.contextmanager
-def atomic_folder(final: str | Path, prefix: str = ".tmp-") -> Iterator[Path]:
+def atomic_folder(final: str | Path, prefix: str = ".tmp-", *,
+                  keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside `final`; if the block succeeds, it replaces `final`.
 
-    A folder under the final name is therefore always complete (what was there before,
-    an incomplete leftover, is removed first); on failure the temporary is removed.
+    A folder under the final name is therefore always complete. What is there before is
+    replaced (an incomplete leftover), unless `keep(final)` says it is complete: then it
+    stands and the new copy is discarded (another process published the same thing
+    first). The old folder is renamed aside before the new one goes in, so no process
+    ever deletes files under the final name while another reads them; one that another
+    process publishes in between stands if `keep` says so, else it is replaced in turn.
+    Every file is fsynced and given the umask's modes first. On failure the temporary
+    is removed.
     """
     final = Path(final)
     tmp = temporary_folder(final.parent, prefix)
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish_tree(tmp)
+        if keep is not None and keep(final):
+            return
+        for _ in range(8):  # another process may publish between the two renames: then keep its or go again
+            if final.exists():
+                aside = Path(tempfile.mkdtemp(prefix=".old-" + owner_tag(), dir=final.parent))
+                with contextlib.suppress(FileNotFoundError):  # another process moved it first
+                    os.replace(final, aside / final.name)
+                shutil.rmtree(aside, ignore_errors=True)
+            try:
+                os.replace(tmp, final)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                if keep is not None and keep(final):  # a folder was published in between: it stands
+                    return
+        else:
+            raise OSError(f"{final}: other processes keep publishing this folder; gave up")
+        _fsync_dir(final.parent)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

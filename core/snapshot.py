@@ -15,7 +15,8 @@ writes the same bytes from the same inputs and settings makes the same snapshot 
 refactor keeps every snapshot, and the reviews recorded on it). The folder is
 assembled under a temporary name and renamed into place in one step: a killed run
 leaves no half-written snapshot. `index.jsonl` beside the snapshots lists them in
-creation order (latest last).
+creation order (latest last); a lock beside it (`.index.lock`) lets one writer at a
+time publish and append, so runs at once never lose a line.
 
     from core.snapshot import load_dataset           # or: from curate import load_dataset
     ds = load_dataset("data/snapshots/banking77/<id>")          # DatasetDict
@@ -35,7 +36,7 @@ import polars as pl
 
 import core
 from core.config import Config, resolve_path
-from core.io import atomic_path, temporary_folder, write_json, write_table
+from core.io import atomic_path, file_lock, publish_tree, temporary_folder, write_json, write_table
 from core.report import plot_class_mix
 from core.schema import StageCounts
 
@@ -140,20 +141,29 @@ def write_snapshot(
                 title=f"{name}: train rows per class (before curation, planned, in this snapshot)",
             )
         write_json(manifest, tmp / "manifest.json")
+        publish_tree(tmp)
         final = base / snapshot_id
-        if final.exists():
-            # Same content, same id: the existing snapshot stands (immutable); it is the latest again.
-            _append_index(base, read_manifest(final) | {"created_at": manifest["created_at"]})
-            return final
-        os.replace(tmp, final)
-        _append_index(base, manifest)
+        # One writer at a time publishes into this dataset's folder and its index (other runs, other workers).
+        with index_lock(base):
+            if final.exists():
+                # Same content, same id: the existing snapshot stands (immutable); it is the latest again.
+                _append_index(base, read_manifest(final) | {"created_at": manifest["created_at"]})
+                return final
+            os.replace(tmp, final)
+            _append_index(base, manifest)
         return final
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
 
 
+def index_lock(base: Path):
+    """The lock that serializes writes to a dataset's snapshot folder and index.jsonl (and its reviews)."""
+    return file_lock(base / ".index.lock")
+
+
 def _append_index(base: Path, manifest: dict) -> None:
+    """Add the snapshot as the latest line of index.jsonl (under index_lock: read, add, replace)."""
     index = base / "index.jsonl"
     lines = index.read_text().splitlines() if index.exists() else []
     if lines and json.loads(lines[-1])["snapshot_id"] == manifest["snapshot_id"]:

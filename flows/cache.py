@@ -14,8 +14,10 @@ is never reused; code the stage does not import (the CLI, the reports) leaves it
 A folder under its key is always complete: it is filled under a temporary name and
 renamed into place (core.io.atomic_folder), and it counts as done once its marker file
 (`counts.json` for the data stages) exists. A killed run therefore resumes after the
-last stage that completed, and two runs of the same config that race end with one
-complete folder per key. Every task returns a StageOutput, so the flow (and the run
+last stage that completed. Two runs of the same config at once compute each key once:
+a lock per key (`.<key>.lock` beside it, core.io.file_lock) makes the second wait for
+the first and take its folder as a hit, and a folder that is complete is never
+replaced, so no run reads a folder another is removing. Every task returns a StageOutput, so the flow (and the run
 record) knows which stages were hits, wherever the task ran (Ray workers included).
 """
 
@@ -33,7 +35,7 @@ import polars as pl
 
 import core
 from core.config import Config, resolve_path
-from core.io import atomic_folder, write_json, write_table
+from core.io import atomic_folder, file_lock, write_json, write_table
 from core.schema import StageCounts
 from core.snapshot import file_sha256
 
@@ -145,9 +147,13 @@ def cached(config: Config, stage: str, fn: Callable, parts: dict, compute: Calla
     """
     parts = {**parts, "stage": stage, "code": code_key(fn)}
     out = resolve_path(config.output.cache) / config.name / stage / content_key(parts)
-    if (out / marker).is_file():
+    complete = lambda folder: (folder / marker).is_file()  # noqa: E731
+    if complete(out):
         return StageOutput(stage, str(out), "hit")
-    with atomic_folder(out) as tmp:  # replaces an incomplete leftover (no marker)
-        compute(tmp)
-        write_json(parts, tmp / "key.json")
+    with file_lock(out.with_name(f".{out.name}.lock")):  # another run computing the same key: wait for it
+        if complete(out):
+            return StageOutput(stage, str(out), "hit")
+        with atomic_folder(out, keep=complete) as tmp:  # replaces an incomplete leftover (no marker)
+            compute(tmp)
+            write_json(parts, tmp / "key.json")
     return StageOutput(stage, str(out), "computed")

