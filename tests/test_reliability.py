@@ -79,8 +79,8 @@ def _invariants(root: Path) -> None:
     """What a killed run may leave: complete folders under their final names, temporaries, nothing else."""
     for stage_dir in (root / "cache" / "banking77").glob("*"):
         for out in stage_dir.iterdir():
-            if out.name.startswith(".tmp-"):
-                continue  # a killed run's scratch space, never read
+            if out.name.startswith("."):
+                continue  # a killed run's scratch space (never read), a key's lock file
             assert (out / "counts.json").is_file(), out
             for table in out.glob("*.parquet"):
                 pl.read_parquet(table)  # readable, complete
@@ -140,6 +140,33 @@ def test_kill_minus_nine_at_any_moment_then_rerun_gives_the_uninterrupted_snapsh
     assert {p.name: p.read_bytes() for p in previous.iterdir()} == previous_bytes
     assert final.name == reference.name != previous.name
     assert (final / "train.parquet").read_bytes() == (reference / "train.parquet").read_bytes()
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_config_at_once_end_with_one_consistent_cache_and_index(tmp_path):
+    """Two `curate run` (two terminals) of the same config into the same folders, started together:
+    both finish, each stage key has one complete folder, one snapshot, an index whose every line names it,
+    nothing temporary left behind, and the second run took the first's stages as hits."""
+    root = tmp_path / "shared"
+    sets = [a for o in [*_outputs(root), "synthesis.enabled=false"] for a in ("--set", o)]
+    cmd = [str(Path(sys.executable).parent / "curate"), "run", "--no-train", *sets]
+    procs = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-2000:] for _, err in outs]
+    _invariants(root)
+    cache = root / "cache" / "banking77"
+    for stage in ("01-ingest", "02-clean", "03-dedupe", "04-balance"):
+        keys = [d for d in (cache / stage).iterdir() if not d.name.startswith(".")]
+        assert len(keys) == 1, (stage, keys)
+        assert not list((cache / stage).glob(".tmp-*")) and not list((cache / stage).glob(".old-*"))
+    snaps = root / "snap" / "banking77"
+    ids = [json.loads(line)["snapshot_id"] for line in (snaps / "index.jsonl").read_text().splitlines()]
+    folders = [p.name for p in snaps.iterdir() if p.is_dir()]
+    assert len(folders) == 1 and set(ids) == set(folders)
+    # each stage computed once: one of the two runs logged it as computed, the other as a hit
+    for stage in ("ingest", "clean", "dedupe"):
+        lines = [line for _, err in outs for line in err.splitlines() if f"| {stage}: " in line and " in " in line]
+        assert sorted(line.split(f"| {stage}: ")[1].split(" ")[0] for line in lines) == ["computed", "hit"], lines
 
 
 def test_a_full_disk_during_a_snapshot_write_leaves_the_previous_snapshot_readable(tmp_path, monkeypatch):
