@@ -4,10 +4,12 @@
     text = render_markdown(report)                # bounded, deterministic, most important first
     page = render_html(report, chart="svg")       # core/diff_report.html.jinja, autoescaped
 
-The markdown escapes what a table cell must not hold (pipes, `<`, backticks) and cuts
-each cell to CELL_CHARS; the HTML comes from a Jinja template with autoescaping on, so
-every value from the data (row text, labels, reviewer notes) is escaped, and the rows
-for the page's filter travel as JSON through `tojson`.
+Every value from the data (row text, labels, the reviewer, ids, file and template names,
+config keys) is escaped in the markdown by core/markdown.py (md_text, md_code): rendered as
+GitHub or the Prefect UI renders it, none is a tag, a link, an image or a table break, and
+each reads as written; table cells are cut to CELL_CHARS. The HTML comes from a Jinja
+template with autoescaping on, and the rows for the page's filter travel as JSON through
+`tojson` with <, >, &, ' and U+2028/9 escaped: a row holding `<!--` or `</script>` is text.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from core.diff import DiffError, diff_report
+from core.markdown import md_code, md_text
 
 # Text in markdown and HTML cells is cut to this many characters: a PR comment shows
 # the gist of a row; the JSON has the full text.
@@ -31,13 +34,12 @@ HTML_TEMPLATE = "diff_report.html.jinja"
 # ---------------------------------------------------------------------------- markdown
 
 
+# A gate line or a value outside a table is cut to this many characters (a label may be long).
+LINE_CHARS = 500
+
+
 def _cell(value, limit: int = CELL_CHARS) -> str:
-    if value is None:
-        return ""
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("<", "&lt;").replace("`", "'")
+    return md_text(value, limit)
 
 
 def _table(header: list[str], rows: list[list], align: str | None = None) -> list[str]:
@@ -60,7 +62,7 @@ def _cause(r: dict) -> str:
 
 
 def _side_name(side: dict) -> str:
-    return f"`{side['id']}`" + (" (raw file)" if side["kind"] == "raw" else "")
+    return md_code(side["id"]) + (" (raw file)" if side["kind"] == "raw" else "")
 
 
 def _sections(d: dict) -> list[tuple[str, list[str]]]:
@@ -68,10 +70,10 @@ def _sections(d: dict) -> list[tuple[str, list[str]]]:
     t, a, b = d["totals"], d["a"], d["b"]
     out: list[tuple[str, list[str]]] = []
 
-    head = [f"## Dataset diff: {b.get('name') or ''} {_side_name(a)} → {_side_name(b)}", ""]
+    head = [f"## Dataset diff: {md_text(b.get('name') or '')} {_side_name(a)} → {_side_name(b)}", ""]
     if d["gates"]:
         head.append(f"**❌ blocked: {len(d['gates'])} gate(s) failed**")
-        head += [f"- {g}" for g in d["gates"]]
+        head += [f"- {md_text(g, LINE_CHARS)}" for g in d["gates"]]
     elif d.get("gates_checked"):
         head.append("**✅ every gate passed**")
     head += [
@@ -83,7 +85,8 @@ def _sections(d: dict) -> list[tuple[str, list[str]]]:
     ]
     review = b.get("review")
     if review:
-        head.append(f"Review of B: **{review.get('decision')}** by {review.get('by')} at {review.get('at')}.")
+        head.append(f"Review of B: **{md_text(review.get('decision'))}** by {md_text(review.get('by'), LINE_CHARS)} "
+                    f"at {md_text(review.get('at'))}.")
     out.append(("", head))
 
     out.append(("Rows per split", _table(
@@ -138,17 +141,20 @@ def _sections(d: dict) -> list[tuple[str, list[str]]]:
     ch = d["changes"]
     lines = []
     if ch.get("config"):
-        lines += ["Config:", ""] + [f"- `{c['key']}`: {_cell(json.dumps(c['old']))} → {_cell(json.dumps(c['new']))}" for c in ch["config"]] + [""]
+        lines += ["Config:", ""] + [f"- {md_code(c['key'])}: {_cell(json.dumps(c['old']))} → {_cell(json.dumps(c['new']))}" for c in ch["config"]] + [""]
     if ch.get("model"):
-        lines += [f"Model: `{ch['model']['old']}` → `{ch['model']['new']}`", ""]
+        lines += [f"Model: {md_code(ch['model']['old'])} → {md_code(ch['model']['new'])}", ""]
     if ch.get("templates"):
-        lines += ["Templates:", ""] + [f"- `{x['name']}` {x['status']}: {x['old']} → {x['new']}" for x in ch["templates"]] + [""]
+        lines += ["Templates:", ""] + [f"- {md_code(x['name'])} {_cell(x['status'])}: {_cell(x['old'])} → {_cell(x['new'])}"
+                                       for x in ch["templates"]] + [""]
     if ch.get("inputs"):
-        lines += ["Inputs:", ""] + [f"- {x['split']} `{x['path']}` {x['status']}: {x['old']} → {x['new']}" for x in ch["inputs"]] + [""]
+        lines += ["Inputs:", ""] + [f"- {_cell(x['split'])} {md_code(x['path'])} {_cell(x['status'])}: {_cell(x['old'])} → {_cell(x['new'])}"
+                                    for x in ch["inputs"]] + [""]
     if ch.get("code"):
-        lines += ["Code:", ""] + [f"- `{c['key']}`: {c['old']} → {c['new']}" for c in ch["code"]] + [""]
+        lines += ["Code:", ""] + [f"- {md_code(c['key'])}: {_cell(c['old'])} → {_cell(c['new'])}" for c in ch["code"]] + [""]
     if ch.get("other"):
-        lines += ["Other manifest fields:", ""] + [f"- `{c['key']}`: {_cell(json.dumps(c['old']))} → {_cell(json.dumps(c['new']))}" for c in ch["other"]] + [""]
+        lines += ["Other manifest fields:", ""] + [f"- {md_code(c['key'])}: {_cell(json.dumps(c['old']))} → {_cell(json.dumps(c['new']))}"
+                                                   for c in ch["other"]] + [""]
     if a["kind"] == "raw":
         lines = ["A is a raw input file: no configuration to compare."]
     out.append(("What changed in the recipe", lines or ["Config, model, templates, inputs and code are the same."]))
@@ -205,7 +211,7 @@ def render_markdown(d: dict, *, max_chars: int = MD_MAX_CHARS) -> str:
     lines were left out; later sections are then listed by title only.
     """
     footer = (
-        f"\n<sub>A: {d['a']['ref']} · B: {d['b']['ref']} · rows matched by row_id · "
+        f"\n<sub>A: {md_text(d['a']['ref'])} · B: {md_text(d['b']['ref'])} · rows matched by row_id · "
         f"samples are the smallest row ids · full tables in the HTML/JSON report</sub>\n"
     )
     budget = max_chars - len(footer) - 600  # room for the "left out" line
@@ -251,7 +257,15 @@ def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=select_autoescape(["html", "jinja"]),
                       undefined=StrictUndefined, keep_trailing_newline=True)
     env.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "default": str}
+    env.policies["json.dumps_function"] = _json_dumps
     return env
+
+
+def _json_dumps(obj, **kwargs) -> str:
+    """JSON for `tojson` in a <script> element: Jinja then escapes <, >, & and ' (so `<!--` and
+    `</script>` in a row are text); U+2028/9 are escaped here too, as JavaScript older than
+    ES2019 ends a string literal at them."""
+    return json.dumps(obj, **kwargs).replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
 
 
 def _bars(classes: list[dict], *, limit: int = 40) -> tuple[list[dict], dict]:
@@ -358,6 +372,11 @@ def diff_markdown(
     try:
         report = diff_report(a, b, root=root, fail_on=fail_on)
     except DiffError as exc:
-        return f"## Dataset diff\n\nNothing to compare: {exc}.\n"
+        return nothing_to_compare(exc)
     return render_markdown(report, max_chars=max_chars)
+
+
+def nothing_to_compare(exc: Exception) -> str:
+    """The markdown of a diff that has no A (a dataset's first snapshot); the reason escaped (it names paths)."""
+    return f"## Dataset diff\n\nNothing to compare: {md_text(exc, LINE_CHARS)}.\n"
 
