@@ -5,7 +5,7 @@
     curate diff data/banking77/raw/messages.jsonl banking77     # a raw file as "before"
     curate diff A B --out-md diff.md --out-html diff.html --out-json diff.json
     curate diff A B --fail-on share=2 --fail-on removed=10 --fail-on conflicts   # exit 3 if any fails
-    curate review approve|reject SNAPSHOT --by NAME [--note TEXT]
+    curate review approve|reject SNAPSHOT --by NAME [--note TEXT]   # SNAPSHOT names one snapshot, no guess (core/review.py)
     curate review show SNAPSHOT
 
 Exit codes: 0 done (gates passed), 2 bad arguments or nothing to compare, 3 a gate failed.
@@ -23,7 +23,8 @@ import typer
 from core.diff import DiffError, diff_report
 from core.diff_render import render_html, render_markdown
 from core.io import write_json, write_text
-from core.review import ReviewError, record_review, review_status
+from core.review import ReviewError, find_snapshot, record_review, review_status
+from core.snapshot import read_manifest
 from flows.cli_common import err, fail
 
 GATE_EXIT = 3
@@ -90,17 +91,23 @@ def diff(
 review_app = typer.Typer(help="Record and show review decisions on dataset snapshots.", no_args_is_help=True)
 
 
+SNAPSHOT_REF = "Snapshot folder, dataset name (its latest), name@id, a full id, or an id prefix only one snapshot has (4+ characters)."
+
+
 def _decide(decision: str, snapshot: str, by: str, note: Optional[str], root: Path) -> None:
+    """Record the decision on the one snapshot `snapshot` names, and say which one (dataset/id)."""
     try:
-        review = record_review(snapshot, decision, by=by, note=note, root=root)
+        folder = find_snapshot(snapshot, root)
+        review = record_review(folder, decision, by=by, note=note, root=root)
     except ReviewError as exc:
         fail(str(exc))
-    typer.echo(f"{snapshot}: {review['decision']} by {review['by']} at {review['at']}")
+    manifest = read_manifest(folder)
+    typer.echo(f"{review['decision']} {manifest['name']}/{manifest['snapshot_id']} by {review['by']} at {review['at']} ({folder})")
 
 
 @review_app.command("approve")
 def review_approve(
-    snapshot: str = typer.Argument(..., help="Snapshot folder, id, or dataset name (latest)."),
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_REF),
     by: str = typer.Option(..., "--by", help="Who decides."),
     note: Optional[str] = typer.Option(None, "--note", help="Why."),
     root: Path = typer.Option(Path("data/snapshots"), help="Snapshot root folder."),
@@ -111,7 +118,7 @@ def review_approve(
 
 @review_app.command("reject")
 def review_reject(
-    snapshot: str = typer.Argument(..., help="Snapshot folder, id, or dataset name (latest)."),
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_REF),
     by: str = typer.Option(..., "--by", help="Who decides."),
     note: Optional[str] = typer.Option(None, "--note", help="Why."),
     root: Path = typer.Option(Path("data/snapshots"), help="Snapshot root folder."),
@@ -122,7 +129,7 @@ def review_reject(
 
 @review_app.command("show")
 def review_show(
-    snapshot: str = typer.Argument(..., help="Snapshot folder, id, or dataset name (latest)."),
+    snapshot: str = typer.Argument(..., help=SNAPSHOT_REF),
     root: Path = typer.Option(Path("data/snapshots"), help="Snapshot root folder."),
 ) -> None:
     """Print a snapshot's review decision as JSON (null when never reviewed)."""

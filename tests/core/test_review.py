@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from core.review import ReviewError, is_approved, record_review, review_status
+from core.review import MIN_PREFIX, ReviewError, find_snapshot, is_approved, record_review, review_status
 from core.snapshot import DATA_FILES, file_sha256, read_manifest, verify_snapshot
 from tests.conftest import ROOT
 from tests.core.test_diff import make_pair
@@ -72,3 +72,36 @@ def test_review_cli(tmp_path):
     assert read_manifest(b)["review"]["decision"] == "rejected"
     missing = _cli("approve", str(tmp_path / "nope"), "--by", "x", "--root", str(tmp_path))
     assert missing.returncode == 2 and "no snapshot" in missing.stderr
+
+
+def test_a_review_needs_an_unambiguous_snapshot(tmp_path):
+    """An empty ref, a one-character prefix or a prefix two ids share names no snapshot: each is an
+    error that lists the candidates, and nothing is recorded anywhere."""
+    a, b = make_pair(tmp_path)
+    other = tmp_path / "other" / (b.name[:3] + "ffffffffff")  # a second dataset, an id sharing B's first 3 characters
+    other.mkdir(parents=True)
+    (other / "manifest.json").write_text(json.dumps({**read_manifest(b), "name": "other", "snapshot_id": other.name}))
+    for ref in ("", "  ", b.name[0], b.name[:3], "*", "**", "[a-f]*", "demo@" + b.name[:2], "nope@x", str(tmp_path / "demo")):
+        with pytest.raises(ReviewError) as err:
+            record_review(ref, "approve", by="mallory", root=tmp_path)
+        message = str(err.value)
+        assert "Traceback" not in message and message, ref
+        if ref.strip() in ("", b.name[:3]):
+            assert f"demo/{b.name}" in message and f"other/{other.name}" in message, message  # the candidates
+    assert all(read_manifest(f)["review"] is None for f in (a, b, other))
+    assert find_snapshot(b.name[:MIN_PREFIX], tmp_path) == b  # a prefix only one id starts with
+    assert find_snapshot(b.name, tmp_path) == find_snapshot(f"demo@{b.name[:5]}", tmp_path) == b
+    assert find_snapshot("demo", tmp_path) == find_snapshot("demo@latest", tmp_path) == b
+    assert find_snapshot(str(a), tmp_path) == a
+
+
+def test_review_cli_says_which_snapshot_it_decided_on(tmp_path):
+    a, b = make_pair(tmp_path)
+    empty = _cli("approve", "", "--by", "x", "--root", str(tmp_path))
+    assert empty.returncode == 2 and "empty snapshot reference" in empty.stderr and a.name in empty.stderr
+    assert "Traceback" not in empty.stderr and read_manifest(a)["review"] is None and read_manifest(b)["review"] is None
+    done = _cli("approve", b.name[:6], "--by", "[bold]dana[/]", "--root", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert f"approved demo/{b.name}" in done.stdout and "[bold]dana[/]" in done.stdout
+    rejected = _cli("reject", "demo", "--by", "erin", "--root", str(tmp_path))
+    assert rejected.returncode == 0 and f"rejected demo/{b.name}" in rejected.stdout
