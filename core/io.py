@@ -137,6 +137,16 @@ def file_lock(path: str | Path) -> FileLock:
     return FileLock(str(path), thread_local=False)
 
 
+def folder_lock(folder: str | Path, root: str | Path) -> FileLock:
+    """The lock of a published `folder` under `root`: root/.locks/<folder's path under root>.lock, so the
+    folders beside it stay a listing of folders (a stage's keys, a dataset's runs); a folder outside `root`
+    gets its lock under its parent's .locks."""
+    folder, root = Path(folder), Path(root)
+    if not folder.is_relative_to(root):  # a folder elsewhere (a user's own adapter): its parent holds the lock
+        root = folder.parent
+    return file_lock(root / ".locks" / folder.relative_to(root).parent / f"{folder.name}.lock")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` if the block succeeds."""

@@ -15,7 +15,7 @@ A folder under its key is always complete: it is filled under a temporary name a
 renamed into place (core.io.atomic_folder), and it counts as done once its marker file
 (`counts.json` for the data stages) exists. A killed run therefore resumes after the
 last stage that completed. Two runs of the same config at once compute each key once:
-a lock per key (`.<key>.lock` beside it, core.io.file_lock) makes the second wait for
+a lock per key (under the cache's `.locks/`, core.io.folder_lock) makes the second wait for
 the first and take its folder as a hit, and a folder that is complete is never
 replaced, so no run reads a folder another is removing. Every task returns a StageOutput, so the flow (and the run
 record) knows which stages were hits, wherever the task ran (Ray workers included).
@@ -35,7 +35,7 @@ import polars as pl
 
 import core
 from core.config import Config, resolve_path
-from core.io import atomic_folder, file_lock, write_json, write_table
+from core.io import atomic_folder, folder_lock, write_json, write_table
 from core.schema import StageCounts
 from core.snapshot import file_sha256
 
@@ -146,11 +146,12 @@ def cached(config: Config, stage: str, fn: Callable, parts: dict, compute: Calla
     is renamed into place once it returns: a folder under its key is always complete.
     """
     parts = {**parts, "stage": stage, "code": code_key(fn)}
-    out = resolve_path(config.output.cache) / config.name / stage / content_key(parts)
+    root = resolve_path(config.output.cache)
+    out = root / config.name / stage / content_key(parts)
     complete = lambda folder: (folder / marker).is_file()  # noqa: E731
     if complete(out):
         return StageOutput(stage, str(out), "hit")
-    with file_lock(out.with_name(f".{out.name}.lock")):  # another run computing the same key: wait for it
+    with folder_lock(out, root):  # another run computing the same key: wait for it
         if complete(out):
             return StageOutput(stage, str(out), "hit")
         with atomic_folder(out, keep=complete) as tmp:  # replaces an incomplete leftover (no marker)

@@ -37,7 +37,7 @@ from core.config import Config, resolve_path
 from core.diff import DiffError, diff_report
 from core.diff_render import render_markdown
 from core.ingest import ingest as ingest_rows
-from core.io import atomic_folder, file_lock, write_json, write_table, write_text
+from core.io import atomic_folder, folder_lock, write_json, write_table, write_text
 from core.model import model_identity, resolve_model
 from core.progress import ProgressLine
 from core.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
@@ -396,7 +396,7 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     run_dir = train_run_dir(config, snapshot_dir)
     adapter = run_dir / ADAPTER_DIR
     # another run training the same key (same config and snapshot, at once): wait for it, then take its adapter
-    with file_lock(run_dir.with_name(f".{run_dir.name}.lock")):
+    with folder_lock(run_dir, resolve_path(config.train.trainer_config().output_dir)):
         if (adapter / META_FILE).is_file():
             out = StageOutput("train", str(adapter), "hit")
         else:
@@ -421,7 +421,8 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
                 "code": code_key(evaluate_adapter),
                 "adapter": json.loads((adapter.path / META_FILE).read_text()).get("global_step")}
     out = adapter.path.parent / f"eval-{content_key(settings, 12)}"
-    with file_lock(out.with_name(f".{out.name}.lock")):  # the same evaluation in another run: wait, then a hit
+    # the same evaluation in another run: wait, then a hit
+    with folder_lock(out, resolve_path(config.train.trainer_config().output_dir)):
         result = StageOutput("evaluate", str(out), "hit") if (out / "report.json").is_file() else None
         if result is None:
             with atomic_folder(out, prefix=".tmp-eval-") as tmp:
