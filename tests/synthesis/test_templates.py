@@ -247,3 +247,14 @@ def test_a_key_given_twice_in_a_header_is_reported(tmp_path):
     header = GOOD_HEADER.format(name="twice", variables="[label]").replace("version: 1\n", "version: 1\nversion: 2\n")
     problems = lint_template(write(tmp_path, "twice", "{{ label }}", header=header))
     assert codes(problems) == ["header"] and "'version' is given twice" in problems[0].message
+
+
+def test_an_anchor_bomb_in_the_header_is_a_header_problem_with_its_line(tmp_path):
+    levels = "".join(f"    l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 9))
+    header = GOOD_HEADER.format(name="laughs", variables="[label]").replace(
+        "parse: {kind: json, field: text, schema: {type: object, properties: {text: {type: string}}, required: [text]}}\n",
+        "parse:\n  kind: json\n  field: text\n  schema:\n    properties: {text: {type: string}}\n"
+        f"    l0: &l0 [{', '.join(['lol'] * 9)}]\n{levels}")
+    problems = lint_template(write(tmp_path, "laughs", "{{ label }}", header=header))
+    assert codes(problems) == ["header"], problems
+    assert "aliases expand this to" in problems[0].message and problems[0].line == 18  # l5, the first past the bound
