@@ -27,9 +27,9 @@ import polars as pl
 
 import core.io
 import core.snapshot
-from core.schema import StageCounts
 from core.config import load_config
 from core.model import DEFAULT_MODEL_DIR
+from core.schema import StageCounts
 from core.snapshot import list_snapshots, write_snapshot
 from flows import tasks
 
