@@ -1,8 +1,9 @@
 """Harmful-content blocklist: drop inputs containing a listed term or phrase.
 
 Input columns: input, drop_reason. Output columns: drop_reason, drop_detail.
-Reason: blocklisted. Terms match case-insensitively as whole words ("shot" matches
-"be shot" but not "screenshot"); the detail names the term that matched.
+Reason: blocklisted. Terms match case-insensitively as whole tokens: no word character
+right before or after ("shot" matches "be shot" but not "screenshot"; "$$$" matches
+"pay $$$ now" but not "cost$$$"); the detail names the term that matched.
 """
 
 from __future__ import annotations
@@ -27,17 +28,22 @@ def load_terms(files: list[Path], terms: list[str]) -> list[str]:
 
 
 def filter_blocklist(df: pl.DataFrame, *, terms: list[str]) -> pl.DataFrame:
-    """Mark rows whose input contains any of `terms` as whole words."""
+    """Mark rows whose input contains any of `terms` as whole tokens."""
     df = with_drop_columns(df)
     if not terms:
         return df
     # Longest first so the detail names the most specific phrase that matched.
     alternation = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(terms, key=len, reverse=True))
-    pattern = rf"(?i)\b(?:{alternation})\b"
+    # Not \b: it needs a word character on one side, so a term that starts or ends with
+    # punctuation ("$$$", "@sshole") never matched next to a space. A non-word character
+    # or the text's end on each side is a boundary for any term, and the same one as \b
+    # for terms of word characters. polars' regex has no lookarounds: the boundary
+    # characters are consumed, and the term is group 1.
+    pattern = rf"(?i)(?:^|\W)({alternation})(?:\W|$)"
     hit = pl.col("drop_reason").is_null() & pl.col("input").str.contains(pattern)
     return df.with_columns(
         drop_reason=pl.when(hit).then(pl.lit("blocklisted")).otherwise(pl.col("drop_reason")),
         drop_detail=pl.when(hit)
-        .then(pl.format("matched '{}'", pl.col("input").str.extract(f"({pattern})", 1).str.to_lowercase()))
+        .then(pl.format("matched '{}'", pl.col("input").str.extract(pattern, 1).str.to_lowercase()))
         .otherwise(pl.col("drop_detail")),
     )

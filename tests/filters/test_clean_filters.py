@@ -1,5 +1,7 @@
 """The clean filters: each drop carries its reason; PII is redacted, not dropped."""
 
+import re
+
 import polars as pl
 
 from filters.blocklist import filter_blocklist, load_terms
@@ -82,6 +84,38 @@ def test_blocklist_whole_words_case_insensitive(tmp_path):
     out = filter_blocklist(frame(["I will BOMB it", "a bombastic offer", "they will burn  down the place", "screenshot attached", "I will shoot you"]), terms=terms)
     assert out["drop_reason"].to_list() == ["blocklisted", None, "blocklisted", None, "blocklisted"]
     assert out["drop_detail"][0] == "matched 'bomb'"
+
+
+def test_blocklist_terms_that_start_or_end_with_punctuation_match_at_token_boundaries():
+    terms = load_terms([], ["$$$", "@sshole", "f*ck off", "bomb"])
+    texts = [
+        "pay $$$ now",          # punctuation on both ends, spaces around
+        "$$$",                  # the whole input
+        "you @sshole!",         # followed by punctuation
+        "(f*ck off)",           # a phrase inside brackets
+        "mail me@sshole.com",   # a word character right before: not this token
+        "cost$$$ today",        # likewise
+        "BOMB.",                # word terms as before: a full stop after is a boundary
+        "a bombastic offer",    # ... and a longer word is not the term
+        "no money signs $ $ $ here",
+    ]
+    out = filter_blocklist(frame(texts), terms=terms)
+    assert out["drop_reason"].to_list() == ["blocklisted"] * 4 + [None, None, "blocklisted", None, None]
+    assert out["drop_detail"].to_list()[:4] + [out["drop_detail"][6]] == [
+        "matched '$$$'", "matched '$$$'", "matched '@sshole'", "matched 'f*ck off'", "matched 'bomb'",
+    ]
+
+
+def test_blocklist_word_terms_match_exactly_where_word_boundaries_did():
+    terms = ["bomb", "shot", "burn down", "café", "x"]
+    words = ["bomb", "BOMBS", "shot", "screenshot", "burn down", "burn\tdown", "café", "cafés", "x", "x-ray", "_x"]
+    around = ["", " ", ".", "a", "_", "é", "$", "\n", "9", "'"]
+    texts = [f"{a}{w}{b}" for w in words for a in around for b in around]
+    alternation = "|".join(re.escape(t).replace(r"\ ", r"\s+") for t in sorted(terms, key=len, reverse=True))
+    old = rf"(?i)\b(?:{alternation})\b"  # the pattern before terms with punctuation were matched
+    out = filter_blocklist(frame(texts), terms=terms)
+    assert out["drop_reason"].is_not_null().to_list() == pl.Series(texts).str.contains(old).to_list()
+    assert out["drop_reason"].is_not_null().sum() > 100 and out["drop_reason"].is_null().sum() > 100
 
 
 def test_label_validity():
