@@ -151,7 +151,7 @@ def dedupe(
         summary = dedupe_file(input, field=field, settings=NearDupSettings(threshold=threshold, num_perm=num_perm, ngram=ngram,
                                                                            shingle=shingle),
                               keep=keep, out=out, clusters=clusters, id_field=id_field, label_field=label_field)
-    except ValueError as exc:
+    except (ValueError, OSError) as exc:  # unreadable input, an output over the data, a folder that cannot be written
         fail(str(exc))
     table = Table(title=f"near-duplicate dedupe of {input.name}", title_justify="left")
     for col in ("rows in", "kept", "removed", "clusters (2+ rows)", "seconds"):
