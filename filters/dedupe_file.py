@@ -226,8 +226,10 @@ def _same(a: Path, b: Path) -> bool:
 
 
 def _check_outputs(input_path: Path, out: Path, clusters: Path | None) -> None:
-    """Refuse an output that is the input, or the clusters file that is the kept rows' output."""
+    """Refuse an output that is the input, or the clusters file that is the kept rows' output (or a folder)."""
     for path, what in ((out, "the output"), (clusters, "the clusters file")):
+        if path is not None and path.is_dir():
+            raise ValueError(f"{what} {path} is a folder; name a file")
         if path is not None and _same(path, input_path):
             raise ValueError(f"{what} {path} is the input {input_path}: writing it would replace the data being deduped;"
                              " write somewhere else")

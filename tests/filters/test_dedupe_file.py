@@ -148,6 +148,9 @@ def test_clusters_written_over_the_kept_rows_is_refused(tmp_path):
         with pytest.raises(ValueError, match="the kept rows' output"):
             dedupe_file(src, field="text", out=tmp_path / "out.jsonl", clusters=clusters)
     assert not (tmp_path / "out.jsonl").exists()
+    (tmp_path / "folder.jsonl").mkdir()
+    with pytest.raises(ValueError, match="is a folder"):
+        dedupe_file(src, field="text", out=tmp_path / "folder.jsonl")
 
 
 @pytest.mark.parametrize("name,content,fragments", [
