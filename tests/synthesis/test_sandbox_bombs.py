@@ -62,7 +62,7 @@ BOMBS = {
     # filters with an argument that multiplies the output
     "indent_width": ("{{ ('\\n' * 1000000)|indent(1000000, blank=True) }}", "indent would make"),
     "tojson_indent": ("{{ ([1] * 1000)|tojson(1000000) }}", "tojson would make"),
-    "urlize_target": ("{{ ('x.com ' * 100000)|urlize(target=label * 1000000) }}", "urlize would make"),
+    "urlize_target": ("{{ ('http://x.com ' * 70000)|urlize(target=label * 1000000) }}", "urlize would make"),
     "sum_of_lists": ("{{ ([[1]] * 1000000)|sum(start=[]) }}", "sum would make"),  # quadratic copying, in C
     # output collected into a buffer (macro, set block, filter block) and joined there
     "macro_buffer": ("{% macro m(s) %}{% for i in range(100000) %}{{ s }}{% endfor %}{% endmacro %}"
