@@ -2,32 +2,33 @@
 
     rows, quarantine, counts = ingest(config)
 
-Readers: JSONL (one object per line), CSV (RFC 4180, quoted newlines included, first
-row is the header), Parquet, and a folder written by `datasets.Dataset.save_to_disk`.
+Readers: JSONL (one object per line; a file holding a JSON array of objects, as `.json`
+exports do, reads each element as a record), CSV (RFC 4180, quoted newlines included,
+first row is the header), Parquet, and a folder written by `datasets.Dataset.save_to_disk`.
 A record is quarantined, with its source, line, reason and raw text, when it cannot
 be used: reasons are stable snake_case strings (they become metrics):
 
-    invalid_utf8, invalid_json, not_an_object, malformed_quote, wrong_field_count,
-    missing_field, wrong_type, empty_text, empty_output, too_large, unknown_label,
-    no_class
+    invalid_utf8, invalid_json, not_an_object, duplicate_key, malformed_quote,
+    wrong_field_count, repeated_header, missing_field, wrong_type, no_label,
+    empty_text, empty_output, too_large, unknown_label, no_class
 
-A whole-file problem (file missing, the configured column absent from a CSV header or
-a Parquet schema or named twice in a CSV header, a file that is not Parquet, one larger
-than `ingest.max_file_bytes`) is a configuration error and stops the run with the file
-named.
+A whole-file problem (file missing, not a regular file, the configured column absent
+from a CSV header or a Parquet schema or named twice in a CSV header, a file that is not
+Parquet, one larger than `ingest.max_file_bytes`, a compressed file that does not
+decompress to its end) is a configuration error and stops the run with the file named.
 
 JSONL and CSV files may be gzip, bzip2 or xz compressed (told by their first bytes, so
-`messages.jsonl.gz` and a compressed `messages.jsonl` both read), and UTF-16 or UTF-32
-with a byte-order mark (what spreadsheet programs export as "Unicode text").
+`messages.jsonl.gz` and a compressed `messages.jsonl` both read), and UTF-16 or UTF-32,
+with a byte-order mark (what spreadsheet programs export as "Unicode text") or without
+one (told by where the NUL bytes fall). Labels are compared in one spelling
+(core.schema.label_expr); a classification row's output is its label in that spelling.
 """
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import json
-import lzma
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,23 +36,29 @@ import orjson
 import polars as pl
 
 from core.config import Config, SourceConfig, resolve_path
+from core.ingest_files import (
+    BOM,
+    COMPRESSED_SUFFIXES,
+    IngestError,
+    decode_text,
+    has_surrogates,
+    open_regular,
+    printable,
+    read_input_bytes,
+)
 from core.schema import (
+    INVISIBLE,
     QUARANTINE_SCHEMA,
     ROW_COLUMNS,
     StageCounts,
     count_stage,
     empty_quarantine,
+    label_expr,
+    normalize_labels,
     row_ids,
 )
 
-BOM = "\ufeff"
-# Raw text kept in quarantine rows is capped so a 10 MB field cannot bloat the table;
-# the source and line still point at the full record.
-MAX_RAW_CHARS = 4096
-
-
-class IngestError(RuntimeError):
-    """A source cannot be read at all (missing file, configured field absent)."""
+__all__ = ["IngestError", "ingest", "parse_csv_record", "read_csv", "read_input_bytes", "read_jsonl", "read_source"]
 
 
 @dataclass
@@ -71,82 +78,53 @@ class _Missing:
 _MISSING = _Missing()
 
 
-# Compressed files, told by their first bytes (the name may or may not say .gz).
-_COMPRESSED = ((b"\x1f\x8b", "gzip", gzip.open), (b"BZh", "bzip2", bz2.open), (b"\xfd7zXZ\x00", "xz", lzma.open))
-_ZSTD = b"\x28\xb5\x2f\xfd"
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".xz")
-# Byte-order marks of the wide Unicode encodings (UTF-32 first: its LE mark starts with UTF-16's).
-_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+@dataclass(frozen=True)
+class _NoLabel:
+    """A ClassLabel value that names no class (datasets marks an unlabeled row -1, or None)."""
 
-
-def read_input_bytes(path: Path, max_bytes: int) -> bytes:
-    """A text source's bytes, decompressed and in UTF-8 where they were UTF-16/32 with a BOM.
-
-    A file (after decompression) larger than max_bytes, one that does not decompress,
-    or one in a wide encoding that does not decode is an IngestError naming it.
-    """
-    with open(path, "rb") as fh:
-        head = fh.read(6)
-    if head.startswith(_ZSTD):
-        raise IngestError(f"{path}: the file is zstd-compressed; decompress it, or compress it with gzip, bzip2 or xz")
-    kind = next(((name, opener) for magic, name, opener in _COMPRESSED if head.startswith(magic)), None)
-    if kind is None:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise IngestError(f"{path}: {size:,} bytes, more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
-        data = path.read_bytes()
-    else:
-        name, opener = kind
-        try:
-            with opener(path, "rb") as fh:
-                data = fh.read(max_bytes + 1)  # never more than the bound, whatever the file expands to
-        except (OSError, EOFError, lzma.LZMAError) as exc:
-            raise IngestError(f"{path}: {name}-compressed, but it does not decompress: {exc}") from exc
-        if len(data) > max_bytes:
-            raise IngestError(f"{path}: decompresses to more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
-    wide = next((enc for bom, enc in _WIDE_BOMS if data.startswith(bom)), None)
-    if wide is not None:
-        try:
-            data = data.decode(wide).encode("utf-8")  # the codec reads the BOM for the byte order and drops it
-        except (UnicodeDecodeError, UnicodeEncodeError) as exc:
-            raise IngestError(f"{path}: starts with a {wide.upper()} byte-order mark but is not valid {wide.upper()}: {exc.reason}") from exc
-    return data
-
-
-def _decode(data: bytes) -> tuple[str, bool]:
-    """Decode UTF-8, keeping undecodable bytes as surrogates so they can be located per line."""
-    try:
-        text = data.decode("utf-8")
-        clean = True
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", errors="surrogateescape")
-        clean = False
-    if text.startswith(BOM):
-        text = text[1:]
-    return text, clean
-
-
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-        return False
-    except UnicodeEncodeError:
-        return True
-
-
-def _printable(raw: str) -> str:
-    """Raw text made safe to store: undecodable bytes become U+FFFD, length capped."""
-    fixed = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    return fixed if len(fixed) <= MAX_RAW_CHARS else fixed[:MAX_RAW_CHARS] + f"... [{len(fixed)} chars]"
+    value: object
 
 
 # How often (in records) a reader reports progress.
 TICK = 50_000
 
 
+def _repeated_task_keys(raw: str, keys: dict[str, str]) -> str | None:
+    """Which task fields a JSON object gives more than once, as a detail (None: none).
+
+    The parser keeps the last value, so the first would be lost without a word; which one
+    the user meant cannot be told. `keys` maps each field to its JSON spelling: a line
+    holding that spelling once cannot repeat it (the cheap test most lines stop at). A key
+    written with escapes (`"t\\u0065xt"`) is not looked for.
+    """
+    if all(raw.count(spelled) < 2 for spelled in keys.values()):
+        return None
+    top: list[list[tuple[str, object]]] = [[]]
+
+    def hook(pairs: list[tuple[str, object]]) -> dict:
+        top[0] = pairs  # objects close innermost first: the last one is the record itself
+        return {}
+
+    try:
+        json.loads(raw, object_pairs_hook=hook)
+    except (ValueError, RecursionError):
+        return None
+    counts = Counter(key for key, _ in top[0])
+    twice = [f"{field!r} given {counts[field]} times" for field in keys if counts[field] > 1]
+    return ", ".join(twice) + "; which value is meant is ambiguous" if twice else None
+
+
+def _json_keys(input_field: str, output_field: str) -> dict[str, str]:
+    return {f: orjson.dumps(f).decode() for f in dict.fromkeys((input_field, output_field))}
+
+
 def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
-    text, clean = _decode(read_input_bytes(path, max_bytes))
+    """JSON Lines, one object a line; a file holding one JSON array reads as _read_json_array."""
+    text, clean = decode_text(read_input_bytes(path, max_bytes))
+    if _is_json_array(text):
+        return _read_json_array(text, clean, input_field, output_field, tick)
     rec = _Records([], [], [])
+    keys = _json_keys(input_field, output_field)
     if "\r" in text:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     lines = text.split("\n")
@@ -155,21 +133,114 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
     for lineno, line in enumerate(lines, start=1):
         if tick is not None and lineno % TICK == 0:
             tick(TICK, None)
+        if line.startswith(BOM):
+            line = line[1:]  # a second file's byte-order mark, where files were concatenated
         if not line.strip():
             continue  # blank lines carry no record
-        if not clean and _has_surrogates(line):
-            rec.quarantine.append((lineno, "invalid_utf8", "bytes that are not UTF-8", _printable(line)))
+        if not clean and has_surrogates(line):
+            rec.quarantine.append((lineno, "invalid_utf8", "bytes that are not UTF-8", printable(line)))
             continue
         try:
             obj = orjson.loads(line)  # 3x faster than json.loads; the same JSON grammar
         except orjson.JSONDecodeError as exc:
-            rec.quarantine.append((lineno, "invalid_json", f"{exc.msg} (column {exc.colno})", _printable(line)))
+            rec.quarantine.append((lineno, "invalid_json", f"{exc.msg} (column {exc.colno})", printable(line)))
             continue
         if not isinstance(obj, dict):
-            rec.quarantine.append((lineno, "not_an_object", f"a JSON {type(obj).__name__} where an object was expected", _printable(line)))
+            rec.quarantine.append((lineno, "not_an_object", f"a JSON {type(obj).__name__} where an object was expected", printable(line)))
+            continue
+        repeated = _repeated_task_keys(line, keys)
+        if repeated:
+            rec.quarantine.append((lineno, "duplicate_key", repeated, printable(line)))
             continue
         rec.lines.append(lineno)
         rec.values.append((obj.get(input_field, _MISSING), obj.get(output_field, _MISSING)))
+    return rec
+
+
+_WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+
+
+def _is_json_array(text: str) -> bool:
+    """Whether the text is one JSON array (`[` first) rather than JSON Lines whose first record is an array."""
+    start = _WS.match(text).end()
+    if not text.startswith("[", start):
+        return False
+    end = text.find("\n", start)
+    if end < 0 or not text[end:].strip():
+        return True  # one line in all: the array
+    try:
+        orjson.loads(text[start:end])
+    except orjson.JSONDecodeError:
+        return True  # the first line does not close it: a multi-line array
+    return False
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")  # as orjson refuses NaN and Infinity in JSON Lines
+
+
+def _resync(text: str, pos: int) -> int:
+    """Where the element after a broken one at `pos` starts: the next line that starts with
+    `{` at the broken element's indentation (json.dump(indent=...) and one-record-a-line
+    arrays are written so), or the end when it shares its line with other elements."""
+    start = text.rfind("\n", 0, pos) + 1
+    prefix = text[start:pos]
+    indent = prefix[:len(prefix) - len(prefix.lstrip(" \t"))]
+    if prefix.strip() not in ("", "[", ","):
+        return len(text)
+    found = re.compile("\n" + re.escape(indent) + r"\{").search(text, pos)
+    return len(text) if found is None else found.start() + 1
+
+
+def _read_json_array(text: str, clean: bool, input_field: str, output_field: str, tick=None) -> _Records:
+    """A JSON array of records. `line` is an element's 1-based position in the array (as a
+    Parquet row number: in a one-line export every element is on line 1); a quarantined
+    element's detail also gives its text line.
+
+    A broken element is quarantined alone and parsing resumes at the next element that
+    starts its own line (_resync); in a one-line array the rest of it is one quarantined
+    record, as where its records begin cannot be told. A missing `]` at the end (a cut
+    file) loses nothing that was complete before it.
+    """
+    rec = _Records([], [], [])
+    keys = _json_keys(input_field, output_field)
+    decoder = json.JSONDecoder(parse_constant=_no_constant)  # strict: control characters in strings are refused
+    if tick is not None:
+        tick(0, None)
+    pos, n, line, counted = _WS.match(text).end() + 1, 0, 1, 0
+    while True:
+        pos = _WS.match(text, pos).end()
+        if pos >= len(text) or text[pos] == "]":
+            break
+        n += 1
+        line, counted = line + text.count("\n", counted, pos), pos
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+            end = _resync(text, pos)
+            raw = text[pos:end].rstrip(" \t\r\n,]")
+            reason = "invalid_utf8" if not clean and has_surrogates(raw) else "invalid_json"
+            rec.quarantine.append((n, reason, f"element {n} (line {line}): {getattr(exc, 'msg', str(exc))}", printable(raw)))
+            pos = end
+            continue
+        raw, pos = text[pos:end], _WS.match(text, end).end()
+        if text.startswith(",", pos):
+            pos += 1
+        if not clean and has_surrogates(raw):
+            rec.quarantine.append((n, "invalid_utf8", f"element {n} (line {line}): bytes that are not UTF-8", printable(raw)))
+        elif not isinstance(obj, dict):
+            rec.quarantine.append((n, "not_an_object", f"element {n} (line {line}): a JSON {type(obj).__name__} where an object was expected", printable(raw)))
+        elif repeated := _repeated_task_keys(raw, keys):
+            rec.quarantine.append((n, "duplicate_key", f"element {n} (line {line}): {repeated}", printable(raw)))
+        else:
+            rec.lines.append(n)
+            rec.values.append((obj.get(input_field, _MISSING), obj.get(output_field, _MISSING)))
+    rest = text[pos + 1:] if pos < len(text) else ""
+    if rest.strip():
+        line += text.count("\n", counted, pos)
+        rec.quarantine.append((n + 1, "invalid_json", f"after the array's closing bracket (line {line}): text that belongs to no element", printable(rest.strip())))
+    if tick is not None:
+        tick(n, None)
     return rec
 
 
@@ -223,11 +294,13 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
     is kept, so one stray quote never merges two records into one, nor swallows the rows
     after it. Quoted newlines, commas and doubled quotes are fields' text as usual.
     """
-    text, clean = _decode(read_input_bytes(path, max_bytes))
+    text, clean = decode_text(read_input_bytes(path, max_bytes))
     rec = _Records([], [], [])
     # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
     # U+2028 and form feeds inside a field stay text, as in an editor's line count.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if BOM in text:  # a second file's byte-order mark, where files were concatenated
+        text = text.replace("\n" + BOM, "\n")
     if text.endswith("\n"):
         text = text[:-1]  # the file's final newline ends the last line; it starts none
     if not text:
@@ -256,18 +329,21 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
         except _MalformedQuote as exc:  # quarantine the record's first line; resume on the next one
             end = text.find("\n", pos)
             end = len(text) if end < 0 else end
-            rec.quarantine.append((line, "malformed_quote", str(exc), _printable(text[pos:end])))
+            rec.quarantine.append((line, "malformed_quote", str(exc), printable(text[pos:end])))
             pos, line = end + 1, line + 1
             continue
         start, raw = line, text[pos:after - 1]
         pos, line = after, line + text.count("\n", pos, after)
         if fields == [""]:
             continue  # blank line
-        if not clean and _has_surrogates(raw):
-            rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", _printable(raw)))
+        if fields == header:
+            rec.quarantine.append((start, "repeated_header", "the header again (files concatenated?), not a record", printable(raw)))
+            continue
+        if not clean and has_surrogates(raw):
+            rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", printable(raw)))
             continue
         if len(fields) != width:
-            rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", _printable(raw)))
+            rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", printable(raw)))
             continue
         rec.lines.append(start)
         rec.values.append((fields[i_in], fields[i_out]))
@@ -286,6 +362,7 @@ def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_f
 
 
 def read_parquet(path: Path, input_field: str, output_field: str) -> _Records:
+    open_regular(path).close()
     try:
         df = pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as exc:
@@ -304,13 +381,21 @@ def read_hf(path: Path, input_field: str, output_field: str, split: str | None) 
         if split is None or split not in ds:
             raise IngestError(f"{path}: a DatasetDict with splits {list(ds)}; set hf_split to one of them")
         ds = ds[split]
+    rec = _records_from_frame(pl.from_arrow(ds.data.table), path, input_field, output_field)
     # ClassLabel columns hold integers: turn them into their names, the way users think of them.
-    for name in (input_field, output_field):
+    # -1 (datasets' mark for an unlabeled row), None or a number past the names is no class:
+    # that record is quarantined as no_label, not the whole run stopped.
+    for i, name in enumerate((input_field, output_field)):
         feature = ds.features.get(name)
         if isinstance(feature, datasets.ClassLabel):
-            ds = ds.cast_column(name, datasets.Value("string"))
-            ds = ds.map(lambda r, f=feature, c=name: {c: f.int2str(int(r[c]))})
-    return _records_from_frame(pl.from_arrow(ds.data.table), path, input_field, output_field)
+            named = _class_names(feature.names, [pair[i] for pair in rec.values])
+            rec.values = [(c, b) if i == 0 else (a, c) for (a, b), c in zip(rec.values, named)]
+    return rec
+
+
+def _class_names(names: list[str], values: list[object]) -> list[object]:
+    """ClassLabel integers as their names; -1, None or a number past the names as _NoLabel."""
+    return [names[v] if isinstance(v, int) and 0 <= v < len(names) else _NoLabel(v) for v in values]
 
 
 def source_format(source: SourceConfig, path: Path) -> str:
@@ -332,7 +417,7 @@ def read_source(source: SourceConfig, input_field: str, output_field: str, root:
     path = resolve_path(source.path, root)
     if not path.exists():
         raise IngestError(f"{source.path}: no such file or folder")
-    fmt = source_format(source, path)
+    fmt = source_format(source, path)  # the reader opens the file with open_regular: a FIFO or a device is refused
     if fmt == "jsonl":
         return read_jsonl(path, input_field, output_field, tick, max_bytes=max_bytes)
     if fmt == "csv":
@@ -343,6 +428,8 @@ def read_source(source: SourceConfig, input_field: str, output_field: str, root:
 
 
 def _type_problem(value: object, field: str) -> tuple[str, str] | None:
+    if isinstance(value, _NoLabel):
+        return "no_label", f"{field}: ClassLabel value {value.value!r} names no class (datasets marks an unlabeled row -1)"
     if value is _MISSING or value is None:
         return "missing_field", f"{field} is missing or null"
     if not isinstance(value, str):
@@ -356,11 +443,13 @@ def _to_frame(rec: _Records, split: str, source: str, input_field: str, output_f
     for line, (a, b) in zip(rec.lines, rec.values):
         problem = _type_problem(a, input_field) or _type_problem(b, output_field)
         if problem:
-            raw = json.dumps({input_field: None if a is _MISSING else a, output_field: None if b is _MISSING else b}, default=str, ensure_ascii=False)
-            bad.append((line, problem[0], problem[1], _printable(raw)))
+            shown = {input_field: a, output_field: b}
+            raw = json.dumps({k: None if v is _MISSING else v.value if isinstance(v, _NoLabel) else v for k, v in shown.items()},
+                             default=str, ensure_ascii=False)
+            bad.append((line, problem[0], problem[1], printable(raw)))
             continue
-        if _has_surrogates(a) or _has_surrogates(b):
-            bad.append((line, "invalid_utf8", "bytes that are not UTF-8", _printable(a + " | " + b)))
+        if has_surrogates(a) or has_surrogates(b):
+            bad.append((line, "invalid_utf8", "bytes that are not UTF-8", printable(a + " | " + b)))
             continue
         good_lines.append(line)
         inputs.append(a)
@@ -387,22 +476,26 @@ def validate_rows(
 ) -> pl.DataFrame:
     """Add `label` and a `drop_reason` (null = usable) to freshly read rows.
 
-    Input columns: input, output. Output columns: label, drop_reason, drop_detail.
+    Input columns: input, output. Output columns: label (in the labels' one spelling,
+    core.schema.label_expr, as is the fixed set it is checked against), drop_reason, drop_detail.
     """
     if kind == "classification":
-        label = pl.col("output").str.strip_chars()
+        label = label_expr(pl.col("output"))
+        empty_output = pl.col("label").str.len_chars() == 0  # invisible characters only are no class
     else:
-        label = pl.col("output").str.strip_chars().str.extract(class_pattern, 1)
+        visible = pl.col("output").str.normalize("NFKC").str.replace_all(INVISIBLE, "").str.strip_chars()
+        label = label_expr(visible.str.extract(class_pattern, 1))
+        empty_output = pl.col("output").str.strip_chars().str.len_chars() == 0
     df = rows.with_columns(label=label)
     reason = (
         pl.when(pl.col("input").str.len_bytes() > max_field_bytes).then(pl.lit("too_large"))
         .when(pl.col("output").str.len_bytes() > max_field_bytes).then(pl.lit("too_large"))
         .when(pl.col("input").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty_text"))
-        .when(pl.col("output").str.strip_chars().str.len_chars() == 0).then(pl.lit("empty_output"))
-        .when(pl.col("label").is_null()).then(pl.lit("no_class"))
+        .when(empty_output).then(pl.lit("empty_output"))
+        .when(pl.col("label").is_null() | (pl.col("label") == "")).then(pl.lit("no_class"))
     )
     if labels is not None:
-        reason = reason.when(~pl.col("label").is_in(labels)).then(pl.lit("unknown_label"))
+        reason = reason.when(~pl.col("label").is_in(normalize_labels(labels))).then(pl.lit("unknown_label"))
     detail = (
         pl.when(pl.col("drop_reason") == "too_large")
         .then(pl.format("input {} bytes, output {} bytes, bound {}", pl.col("input").str.len_bytes(), pl.col("output").str.len_bytes(), pl.lit(max_field_bytes)))
@@ -445,14 +538,17 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
         pl.col("drop_reason").alias("reason"),
         pl.col("drop_detail").fill_null("").alias("detail"),
         pl.concat_str([pl.col("input"), pl.col("output")], separator=" | ")
-        .map_elements(_printable, return_dtype=pl.String).alias("raw"),
+        .map_elements(printable, return_dtype=pl.String).alias("raw"),
     )
     good = checked.filter(pl.col("drop_reason").is_null())
     good = good.with_columns(
-        row_id=row_ids(good["split"], good["input"], good["output"]),
+        row_id=row_ids(good["split"], good["input"], good["output"]),  # the raw text: ids stay when normalization changes
         pii=pl.lit([], dtype=pl.List(pl.String)),
         synthetic=pl.lit(False),
-    ).select(ROW_COLUMNS)
+    )
+    if task.kind == "classification":
+        good = good.with_columns(output=pl.col("label"))  # the output is the class: the model learns its one spelling
+    good = good.select(ROW_COLUMNS)
     quarantine = pl.concat([*quarantines, bad]) if quarantines else empty_quarantine()
     quarantine = quarantine.sort(["split", "source", "line"], descending=[True, False, False], maintain_order=True)
     total_in = pl.concat([good.select("split"), quarantine.select("split")])

@@ -18,6 +18,11 @@ A stage never loses a row: rows in = kept + filtered + quarantined. Filtered row
 every column and gain `stage`, `reason` (stable snake_case, becomes a metric) and
 `detail`; quarantined rows (unusable records) carry `source`, `line`, `reason`,
 `detail` and the `raw` record text.
+
+A label is compared in one spelling everywhere (ingest, the label filter, normalization):
+`label_expr` / `normalize_labels` (NFKC, invisible and control characters removed,
+whitespace runs as one space, trimmed), so `a`, `a` + a zero-width space and a
+full-width `ａ` are one class, whatever the text normalization settings are.
 """
 
 from __future__ import annotations
@@ -40,6 +45,29 @@ ROW_SCHEMA: dict[str, pl.DataType] = {
     "synthetic": pl.Boolean(),
 }
 ROW_COLUMNS = list(ROW_SCHEMA)
+
+# Characters that show nothing: the soft hyphen, zero-width spaces and joiners, the
+# bidirectional marks, embeddings and isolates, the word joiner and invisible operators,
+# and a byte-order mark inside text. Text normalization removes them too (filters/normalize.py).
+INVISIBLE = r"[\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
+# Control characters other than tab and line ends: no meaning in task text, they break tokenizers.
+CONTROL = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]"
+
+
+def label_expr(expr: pl.Expr) -> pl.Expr:
+    """The class a label names: NFKC, invisible and control characters removed, whitespace runs
+    as one space, trimmed. Always NFKC (not `clean.normalize.unicode_form`): what a class is
+    cannot depend on how text is cleaned."""
+    return (
+        expr.str.normalize("NFKC").str.replace_all(INVISIBLE, "").str.replace_all(CONTROL, "")
+        .str.replace_all(r"\s+", " ").str.strip_chars()
+    )
+
+
+def normalize_labels(labels: list[str]) -> list[str]:
+    """A fixed class set in the spelling `label_expr` gives rows' labels (order kept, repeats once)."""
+    series = pl.Series("label", labels, dtype=pl.String)
+    return list(dict.fromkeys(series.to_frame().select(label_expr(pl.col("label")))["label"].to_list()))
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),

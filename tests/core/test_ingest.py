@@ -206,3 +206,154 @@ def test_compressed_and_oversized_files(tmp_path):
     bomb.write_bytes(gzip.compress(b"\n" * 200_000_000))  # 200 MB of newlines in ~200 KB
     with pytest.raises(IngestError, match="decompresses to more than"):
         _ingest(tmp_path, [str(bomb)], ingest={"max_file_bytes": 1_000_000})
+
+
+def _rows(tmp_path, name: str, data: bytes, **sections):
+    path = tmp_path / name
+    path.write_bytes(data)
+    rows, quarantine, counts = _ingest(tmp_path, [str(path)], **sections)
+    assert counts.rows_in == rows.height + quarantine.height
+    return rows.select("line", "input", "label").rows(), quarantine.select("line", "reason").rows()
+
+
+def test_a_json_array_file_reads_each_element_as_a_record(tmp_path):
+    """A `.json` export (pandas' orient=records, json.dump of a list) was one not_an_object record."""
+    records = [{"text": "first one", "label": "a"}, {"text": "second one", "label": "b"}, {"text": "third one", "label": "c"}]
+    expected = [(1, "first one", "a"), (2, "second one", "b"), (3, "third one", "c")]
+    assert _rows(tmp_path, "compact.json", json.dumps(records).encode()) == (expected, [])
+    assert _rows(tmp_path, "pretty.json", json.dumps(records, indent=2).encode()) == (expected, [])
+    # line is the element's position in the array; a broken element is quarantined alone and
+    # the elements after it, each starting its own line as json.dump writes them, are kept
+    broken = json.dumps(records, indent=2).replace('"second one"', '"second one', 1).encode()
+    kept, quarantined = _rows(tmp_path, "broken.json", broken)
+    assert kept == [(1, "first one", "a"), (3, "third one", "c")]
+    assert quarantined == [(2, "invalid_json")]
+    # a file of one object per line named .json is still JSONL
+    assert _rows(tmp_path, "lines.json", b"\n".join(json.dumps(r).encode() for r in records)) == (expected, [])
+    # an element that is not an object, and a cut-off array, quarantine with their position
+    kept, quarantined = _rows(tmp_path, "mixed.json", b'[{"text": "one here", "label": "a"}, 3,\n{"text": "cut')
+    assert kept == [(1, "one here", "a")]
+    assert quarantined == [(2, "not_an_object"), (3, "invalid_json")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+def test_utf16_without_a_bom_adds_no_phantom_record(tmp_path, encoding):
+    """Decoded as UTF-8, the NUL after the last newline was a line of its own: one invalid_json too many."""
+    jsonl = '{"text": "first one", "label": "a"}\n{"text": "second é", "label": "b"}\n'
+    assert _rows(tmp_path, "wide.jsonl", jsonl.encode(encoding)) == ([(1, "first one", "a"), (2, "second é", "b")], [])
+    csv = "text,label\r\nfirst one,a\r\nsecond é,b\r\n"
+    assert _rows(tmp_path, "wide.csv", csv.encode(encoding)) == ([(2, "first one", "a"), (3, "second é", "b")], [])
+    # a wide file cut mid-character quarantines its last line, not the file
+    kept, quarantined = _rows(tmp_path, "cut.jsonl", jsonl.encode(encoding)[:-5])
+    assert kept == [(1, "first one", "a")] and quarantined == [(2, "invalid_utf8")]
+
+
+def test_hf_classlabel_minus_one_or_none_is_no_label(tmp_path):
+    """datasets marks an unlabeled row -1 (or None): int2str raised and the run failed naming no file or row."""
+    import datasets
+
+    hf = tmp_path / "hf"
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    datasets.Dataset.from_dict({"text": ["kept one", "unlabeled", "null label", "kept two"], "label": [2, -1, None, 0]},
+                               features=features).save_to_disk(str(hf))
+    rows, quarantine, counts = _ingest(tmp_path, [str(hf)])
+    assert rows.select("line", "label").rows() == [(1, "c"), (4, "a")]
+    assert quarantine.select("line", "reason").rows() == [(2, "no_label"), (3, "no_label")]
+    assert "-1" in quarantine["detail"][0] and counts.rows_in == 4
+
+
+def test_labels_are_normalized_like_text(tmp_path):
+    """With no fixed label set, `a`, `a` + zero-width space and full-width `ａ` were three classes."""
+    lines = [{"text": f"message {i}", "label": label} for i, label in enumerate(["a", "a\u200b", "\uff41", " a\u00ad ", "b\u200e"])]
+    data = "\n".join(json.dumps(r, ensure_ascii=False) for r in lines).encode()
+    kept, quarantined = _rows(tmp_path, "labels.jsonl", data, task={"labels": None})
+    assert [label for _, _, label in kept] == ["a", "a", "a", "a", "b"] and quarantined == []
+    # a fixed set is compared in the same spelling, on both sides
+    kept, quarantined = _rows(tmp_path, "labels.jsonl", data, task={"labels": ["\uff41", "b"]})
+    assert len(kept) == 5 and quarantined == []
+    # a classification output is its class: the output the model learns is the label too
+    rows, _, _ = _ingest(tmp_path, [str(tmp_path / "labels.jsonl")], task={"labels": None})
+    assert rows["output"].to_list() == rows["label"].to_list()
+    # a label of invisible characters only is empty, not a class of its own
+    assert _rows(tmp_path, "empty.jsonl", b'{"text": "message", "label": "\\u200b"}', task={"labels": None}) == ([], [(1, "empty_output")])
+
+
+def test_label_filter_compares_normalized_labels():
+    from filters.labels import filter_labels
+
+    df = pl.DataFrame({"output": ["a\u200b", "\uff42", "z"], "label": ["a\u200b", "\uff42", "z"], "drop_reason": [None, None, None]},
+                      schema_overrides={"drop_reason": pl.String})
+    out = filter_labels(df, labels=["a", "b"], output_pattern=None)
+    assert out["drop_reason"].to_list() == [None, None, "unknown_label"]
+
+
+def test_normalization_normalizes_the_label_column():
+    from filters.normalize import normalize_text
+
+    out = normalize_text(pl.DataFrame({"input": ["x"], "output": ["\uff41\u200b"], "label": ["\uff41\u200b"]}))
+    assert out["label"].to_list() == ["a"]
+
+
+def _ingest_in_thread(config, path):
+    """ingest with a deadline: a reader that blocks (a FIFO) must not hang the suite."""
+    import threading
+
+    result = {}
+
+    def run():
+        try:
+            result["value"] = ingest(config)
+        except Exception as exc:  # noqa: BLE001 - handed to the test
+            result["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():
+        with open(path, "wb"):  # a writer end lets the blocked reader return before the test fails
+            pass
+    assert not t.is_alive(), f"ingest of {path} still reading after 20 s"
+    return result
+
+
+def test_a_non_regular_file_is_refused_up_front(tmp_path):
+    """A FIFO blocked forever, /dev/zero through a symlink was read forever (its size reads as 0).
+
+    Config validation refuses them too; the path is swapped after it here, as it can be
+    between `config check` and the run, so the test is about where ingest opens the file.
+    """
+    import os
+
+    for name, make, kind in (("fifo.jsonl", os.mkfifo, "a FIFO (named pipe)"),
+                             ("zero.jsonl", lambda p: p.symlink_to("/dev/zero"), "a character device")):
+        path = tmp_path / name
+        path.write_text('{"text": "regular for now", "label": "a"}\n')
+        config = Config.model_validate(base_config(tmp_path, [str(path)]))
+        path.unlink()
+        make(path)
+        result = _ingest_in_thread(config, path)
+        assert isinstance(result.get("error"), IngestError), result
+        assert f"{name}: {kind}, not a regular file" in str(result["error"])
+    (tmp_path / "folder.csv").mkdir()
+    cfg = base_config(tmp_path, [])
+    cfg["data"]["train"] = [{"path": str(tmp_path / "folder.csv"), "format": "csv"}]
+    with pytest.raises(IngestError, match="folder.csv: a folder, not a regular file"):
+        ingest(Config.model_validate(cfg))
+
+
+def test_duplicate_task_keys_in_a_record_quarantine_it(tmp_path):
+    """`{"text": "a", "text": "b"}`: the parser kept the last value and the first was lost without a word."""
+    kept, quarantined = _rows(tmp_path, "dup.jsonl", b'{"text": "first value", "text": "second value", "label": "a"}\n'
+                              b'{"text": "fine one", "label": "b", "label": "c"}\n'
+                              b'{"text": "other keys may repeat", "label": "a", "x": 1, "x": 2, "meta": {"text": 1}}\n')
+    assert kept == [(3, "other keys may repeat", "a")]
+    assert quarantined == [(1, "duplicate_key"), (2, "duplicate_key")]
+
+
+def test_concatenated_files_bom_and_header_in_the_middle(tmp_path):
+    """`cat a b > c`: the second file's BOM starts a line and its CSV header becomes a record."""
+    bom = "\ufeff"
+    jsonl = f'{bom}{{"text": "from a", "label": "a"}}\n{bom}{{"text": "from b", "label": "b"}}\n'
+    assert _rows(tmp_path, "cat.jsonl", jsonl.encode()) == ([(1, "from a", "a"), (2, "from b", "b")], [])
+    csv = f"{bom}text,label\nfrom a,a\n{bom}text,label\nfrom b,b\n"
+    assert _rows(tmp_path, "cat.csv", csv.encode()) == ([(2, "from a", "a"), (4, "from b", "b")], [(3, "repeated_header")])
