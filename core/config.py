@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -35,6 +36,9 @@ from core.io import write_text
 from core.safe_yaml import load_yaml
 from core.synthesis_config import SynthesisConfig
 from core.train_config import TrainStageConfig
+
+# A configuration is a few KB of YAML; a larger "config" is a mistake (or /dev/zero) and is not read.
+MAX_CONFIG_BYTES = 1 << 20
 
 
 class ConfigError(ValueError):
@@ -260,6 +264,10 @@ class RunnerConfig(_Section):
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001); null starts a local Ray")
     shards: int = Field(4, ge=1, le=4096, description="row shards for the row-wise stages (clean) on Ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null: all)")
+    engine_slots: int | None = Field(
+        1, ge=1, le=64, description="model-engine and training tasks (synthesis, training, evaluation) running at once on "
+        "one machine, across every run of a Prefect server: its global concurrency limit curate-engine-<host>, created "
+        "with this value when missing (`prefect gcl update` changes it); null: no limit")
 
 
 class Config(_Section):
@@ -304,14 +312,35 @@ class Config(_Section):
 
     @model_validator(mode="after")
     def _paths_inside_project(self) -> "Config":
-        if self.allow_outside_paths:
-            return self
+        """Every path the config names, checked before anything is read, hashed or written.
+
+        Unless allow_outside_paths: no absolute path, no `..` out of the project folder (the
+        working folder), and no symlink on the way that leads out of it, for a file to read as
+        for a folder to write (output.*, train.output_dir), created or not. Always: a path that
+        exists is a regular file or a folder; a FIFO would block the run and a device such as
+        /dev/zero would be hashed and read forever (its size reads as 0).
+        """
         problems = []
+        base = Path.cwd().resolve()
         for key, value in self.paths().items():
             p = Path(value)
-            if p.is_absolute() or os.path.normpath(p).split(os.sep)[0] == "..":
+            if not self.allow_outside_paths and (p.is_absolute() or os.path.normpath(p).split(os.sep)[0] == ".."):
                 problems.append(f"{key}: {value!r} is outside the project folder; use a path inside it, "
                                 "or set allow_outside_paths: true")
+                continue
+            path = resolve_path(value)
+            kind = _special_kind(path)
+            if kind:
+                problems.append(f"{key}: {value!r} is a {kind}, not a regular file or folder")
+                continue
+            try:
+                real = path.resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop
+                problems.append(f"{key}: {value!r} cannot be followed: {exc}")
+                continue
+            if not self.allow_outside_paths and real != base and base not in real.parents:
+                problems.append(f"{key}: {value!r} leads to {real} (through a symlink), outside the project folder "
+                                f"{base}; set allow_outside_paths: true to {'write' if key in WRITTEN else 'read'} there")
         if problems:
             raise ValueError("\n".join(problems))  # one line per path, keyed (format_errors)
         return self
@@ -359,6 +388,21 @@ class Config(_Section):
 
 # Config sections that change no curated row (left out of the snapshot's config hash).
 DATA_INDEPENDENT = ("output", "runner", "train", "allow_outside_paths")
+# The paths (Config.paths keys) a run writes into; every other one it reads.
+WRITTEN = ("output.snapshots", "output.runs", "output.cache", "train.output_dir")
+
+
+def _special_kind(path: Path) -> str | None:
+    """What a path is when it exists and is neither a regular file nor a folder (symlinks followed)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:  # missing (reported where it is read), or unreadable (reported there too)
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kinds = ((stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+             (stat.S_ISSOCK, "socket"))
+    return next((name for test, name in kinds if test(mode)), "special file")
 
 
 def resolve_path(path: str, root: Path | None = None) -> Path:
@@ -402,6 +446,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return data
 
 
+_KEYED = re.compile(r"[a-z_]+(\.[\w-]+)+: ")  # a message that starts with its own key path (data.train.0.path: ...)
+
+
 def format_errors(exc: ValidationError, source: str, what: str = "the configuration") -> str:
     """Every validation problem on a line of its own, with its key path."""
     lines = []
@@ -410,16 +457,31 @@ def format_errors(exc: ValidationError, source: str, what: str = "the configurat
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
-        if key == "(top level)" and "\n" in msg:  # several problems, each already keyed
+        if key == "(top level)" and ("\n" in msg or _KEYED.match(msg)):  # problems each already keyed
             lines += [f"  {line}" for line in msg.splitlines()]
             continue
         lines.append(f"  {key}: {msg}")
     return "\n".join([f"{source}: {len(lines)} problem(s) in {what}:", *lines])
 
 
+def _read_text(path: Path) -> str:
+    """The config file's text: a regular file of at most MAX_CONFIG_BYTES (checked before reading,
+    and again while reading, as a file can grow), never a FIFO or a device, which would block or
+    never end."""
+    kind = _special_kind(path) or ("folder" if path.is_dir() else None)
+    if kind:
+        raise ConfigError(f"{path}: is a {kind}, not a regular file; give the configuration's YAML file")
+    with open(path, "rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes, too large for a configuration; "
+                          "is it the right file?")
+    return data.decode("utf-8")
+
+
 def _read_raw(path: Path) -> dict:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_text(path)
         # a resolved config (write_resolved) is JSON; everything else YAML (of which JSON is nearly a subset)
         raw = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except OSError as exc:

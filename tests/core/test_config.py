@@ -1,8 +1,9 @@
+import os
 from pathlib import Path
 
 import pytest
 
-from core.config import Config, ConfigError, load_config
+from core.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
 from tests.conftest import write_config
 
 SHIPPED = sorted(Path("configs").glob("*.yaml"))
@@ -128,3 +129,75 @@ def test_a_symlink_cannot_lead_a_read_out_of_the_project(tmp_path):
     allowed = Config.model_validate({**raw, "allow_outside_paths": True})
     rows, _, _ = ingest(allowed, root=project)
     assert rows["input"].to_list() == ["a secret from elsewhere"]
+
+
+def _project(tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """A project folder (the working folder, as for `curate run`) and a folder outside it."""
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "data").mkdir(parents=True)
+    outside.mkdir()
+    (project / "data" / "rows.jsonl").write_text('{"text": "a message", "label": "a"}\n')
+    monkeypatch.chdir(project)
+    return project, outside
+
+
+def _load(tmp_path, raw: dict) -> Config:
+    return load_config(write_config(tmp_path, raw))
+
+
+RAW = {"name": "t", "task": {"kind": "classification", "input_field": "text", "output_field": "label", "labels": ["a"]},
+       "data": {"train": [{"path": "data/rows.jsonl"}]}}
+
+
+def test_a_config_that_is_a_device_a_fifo_or_huge_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "config.yaml"
+    os.mkfifo(fifo)  # reading it would block until a writer comes
+    for path, why in (("/dev/zero", "not a regular file"), (fifo, "not a regular file"), (tmp_path, "not a regular file")):
+        with pytest.raises(ConfigError, match=why) as err:
+            load_config(path)
+        assert str(path) in str(err.value)
+    big = tmp_path / "big.yaml"
+    big.write_text("name: t\n" + "# padding\n" * (MAX_CONFIG_BYTES // 10 + 1))
+    with pytest.raises(ConfigError, match=rf"{big}: .*larger than {MAX_CONFIG_BYTES}"):
+        load_config(big)
+
+
+def test_a_data_source_that_is_a_device_or_a_fifo_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    """Hashing a link to /dev/zero never ends, and opening a FIFO blocks: both are refused by validation."""
+    project, _ = _project(tmp_path, monkeypatch)
+    (project / "data" / "zero.jsonl").symlink_to("/dev/zero")
+    os.mkfifo(project / "data" / "pipe.jsonl")
+    for name, kind in (("zero.jsonl", "character device"), ("pipe.jsonl", r"FIFO \(named pipe\)")):
+        for allow in (False, True):  # a device is no data even where outside paths are allowed
+            raw = {**RAW, "data": {"train": [{"path": f"data/{name}"}]}, "allow_outside_paths": allow}
+            with pytest.raises(ConfigError, match=rf"data\.train\.0\.path: 'data/{name}' is a {kind}, not a regular file or folder"):
+                _load(tmp_path, raw)
+    (project / "data" / "labels.json").symlink_to("/dev/zero")
+    with pytest.raises(ConfigError, match=r"task\.labels_file: .*character device"):
+        _load(tmp_path, {**RAW, "task": {**RAW["task"], "labels": None, "labels_file": "data/labels.json"},
+                               "allow_outside_paths": True})
+
+
+def test_outputs_cannot_follow_a_symlink_out_of_the_project_unless_allowed(tmp_path, monkeypatch):
+    project, outside = _project(tmp_path, monkeypatch)
+    (project / "data" / "shared").symlink_to(outside)  # data/shared/... is inside on paper
+    raw = {**RAW, "output": {"snapshots": "data/shared/snapshots", "runs": "data/runs", "cache": "data/shared/cache/x"},
+           "train": {"output_dir": "data/shared/adapters"}}
+    with pytest.raises(ConfigError) as err:
+        _load(tmp_path, raw)
+    message = str(err.value)
+    for key in ("output.snapshots", "output.cache", "train.output_dir"):
+        assert f"{key}: 'data/shared/" in message and f"leads to {outside}" in message and "allow_outside_paths" in message, message
+    assert "output.runs" not in message
+    # a read through the link is refused the same way, before anything is read or hashed
+    (outside / "rows.jsonl").write_text('{"text": "a secret", "label": "a"}\n')
+    with pytest.raises(ConfigError, match=r"data\.train\.0\.path: 'data/shared/rows.jsonl' leads to .*outside the project folder"):
+        _load(tmp_path, {**RAW, "data": {"train": [{"path": "data/shared/rows.jsonl"}]}})
+    allowed = _load(tmp_path, {**raw, "allow_outside_paths": True})
+    assert allowed.output.snapshots == "data/shared/snapshots"
+
+
+def test_a_bad_override_is_a_message(tmp_path):
+    for item in ("=x", " =1", ".=1", "="):
+        with pytest.raises(ConfigError, match="expected key.path=value"):
+            load_config("configs/banking77.yaml", [item])
