@@ -17,13 +17,13 @@ it was a hit; the run record (data/runs/<name>/<stamp>/run.json) lists them.
 from __future__ import annotations
 
 import datetime as dt
-import os
 import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.settings import PREFECT_API_URL
 
 from core.config import Config, load_config, resolve_path
 from core.io import write_json
@@ -55,7 +55,7 @@ def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
     """
     status = review_status(snapshot_dir)
     if status is None:
-        if not os.environ.get("PREFECT_API_URL"):
+        if not PREFECT_API_URL.value():  # Prefect's setting: the environment, a profile, or pyproject's [tool.prefect]
             raise ReviewRejected(
                 f"snapshot {snapshot_dir} awaits review: run `curate review approve {snapshot_dir} --by NAME` "
                 "(or reject), then run again"

@@ -48,6 +48,7 @@ from filters.clean import clean as clean_rows
 from filters.dedupe import dedupe as dedupe_rows
 from filters.near_dup_ray import ray_links_fn
 from flows.cache import StageOutput, cached, code_key, content_key, file_hashes, write_rows_stage
+from flows.limits import engine_slot
 from flows.logs import stage_logged
 from flows.proc import run_job
 from synthesis.synthesize import synthesis_requested, synthesize_stage
@@ -270,9 +271,10 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
         plan = pl.read_parquet(prev.path / "plan.parquet")
         if synthesis_requested(plan, config):
             work = out / "work"
-            run_job("synthesize", {"rows": prev.path / "rows.parquet", "plan": prev.path / "plan.parquet", "out": out},
-                    config, folder=work, what="synthesis", log=out / "synthesis.log",
-                    on_progress=progress_artifact(config, "synthesis"))
+            with engine_slot(config):  # one of this machine's model-engine slots (flows/limits.py)
+                run_job("synthesize", {"rows": prev.path / "rows.parquet", "plan": prev.path / "plan.parquet", "out": out},
+                        config, folder=work, what="synthesis", log=out / "synthesis.log",
+                        on_progress=progress_artifact(config, "synthesis"))
             shutil.rmtree(work)
         else:
             kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet"), plan, config)
@@ -401,8 +403,9 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
             out = StageOutput("train", str(adapter), "hit")
         else:
             resumed = latest_checkpoint(run_dir) if run_dir.exists() else None
-            run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
-                    what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
+            with engine_slot(config):
+                run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
+                        what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
             out = StageOutput("train", str(adapter), f"resumed from {resumed.name}" if resumed else "computed")
     publish_table(config, "training", training_rows(adapter), f"Training of {adapter}")
     return out
@@ -425,7 +428,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
     with folder_lock(out, resolve_path(config.train.trainer_config().output_dir)):
         result = StageOutput("evaluate", str(out), "hit") if (out / "report.json").is_file() else None
         if result is None:
-            with atomic_folder(out, prefix=".tmp-eval-") as tmp:
+            with atomic_folder(out, prefix=".tmp-eval-") as tmp, engine_slot(config):
                 work = tmp / "work"
                 run_job("evaluate", {"adapter": adapter.path, "snapshot": snapshot_dir, "out": tmp}, config, folder=work,
                         what="evaluation", log=out.parent / "evaluate.log",

@@ -1,0 +1,58 @@
+"""How many model-engine and training tasks run at once on a machine: a Prefect global concurrency limit.
+
+    with engine_slot(config):        # in the synthesize, train and evaluate tasks
+        run_job(...)                 # a vLLM engine or a training process
+
+Several runs of one Prefect server (two workers, two deployment runs, `curate serve`
+beside a worker) share a machine's cores and memory; each vLLM engine or trainer wants
+all of them. The limit `curate-engine-<host>` (Prefect's own global concurrency limits,
+visible and editable with `prefect gcl ls` / `prefect gcl update`) lets at most
+`runner.engine_slots` such tasks hold a slot on one host; the others wait in the
+Running state until a slot frees. It is created with the config's value the first time
+and never overwritten after, so an operator's `prefect gcl update` stands. Outside a
+Prefect run, or with `runner.engine_slots: null`, there is nothing to share and no limit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from typing import Iterator
+
+from prefect import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+from prefect.context import FlowRunContext, TaskRunContext
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+from core.config import Config
+
+
+def engine_limit_name(host: str | None = None) -> str:
+    """The limit's name for this machine (Prefect names: letters, digits, dashes)."""
+    host = (host or socket.gethostname()).lower()
+    return "curate-engine-" + "".join(c if c.isalnum() else "-" for c in host)
+
+
+def ensure_limit(name: str, slots: int) -> None:
+    """Create the global concurrency limit `name` with `slots` unless it exists (an existing one is left as set)."""
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with contextlib.suppress(ObjectAlreadyExists):  # another run created it first
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
+
+
+@contextlib.contextmanager
+def engine_slot(config: Config) -> Iterator[None]:
+    """Hold one of this machine's engine slots for the block (inside a Prefect run, when limited)."""
+    slots = config.runner.engine_slots
+    if slots is None or (TaskRunContext.get() is None and FlowRunContext.get() is None):
+        yield
+        return
+    name = engine_limit_name()
+    ensure_limit(name, slots)
+    # strict: a limit that vanished is an error, not a silent pass; the lease is renewed while a long stage runs
+    with concurrency(name, occupy=1, strict=True, raise_on_lease_renewal_failure=False):
+        yield
