@@ -14,9 +14,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from core.devices import Dtype
+
+# The LoRA ranks vLLM's engine accepts as max_lora_rank (vllm.config.lora.MaxLoRARanks): an adapter of rank r
+# is served with the smallest of them that is at least r, so a rank above the largest cannot be evaluated.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def served_lora_rank(rank: int) -> int:
+    """The max_lora_rank vLLM serves a rank-`rank` adapter with: the smallest accepted rank >= `rank`."""
+    for allowed in VLLM_LORA_RANKS:
+        if allowed >= rank:
+            return allowed
+    raise ValueError(f"LoRA rank {rank} is above what vLLM serves; use at most {VLLM_LORA_RANKS[-1]} "
+                     f"(vLLM's max_lora_rank takes {', '.join(map(str, VLLM_LORA_RANKS))})")
 
 
 class _Section(BaseModel):
@@ -59,7 +72,8 @@ class TrainConfig(_Section):
     method: Literal["qlora", "lora"] = Field(
         "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in bf16"
     )
-    lora_r: int = Field(8, gt=0, description="LoRA rank")
+    lora_r: int = Field(8, gt=0, description="LoRA rank (any up to 512; vLLM serves it with "
+                        "the smallest of its ranks 1, 8, 16, 32, 64, 128, 256, 320, 512 at least this)")
     lora_alpha: int = Field(16, gt=0, description="LoRA scaling numerator (scale = alpha / r)")
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the LoRA input")
     target_modules: str | list[str] = Field(
@@ -115,6 +129,12 @@ class TrainConfig(_Section):
         False, description="train even when the token-level format check finds violations (they are still reported)"
     )
     format: FormatConfig = Field(FormatConfig(), description="how rows become prompts and completions (trainers/format.py)")
+
+    @field_validator("lora_r")
+    @classmethod
+    def _servable_rank(cls, r: int) -> int:
+        served_lora_rank(r)  # a rank vLLM has no max_lora_rank for could be trained but never evaluated
+        return r
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 from core.config import EngineConfig
 from core.engine import build_llm, engine_args
 from core.progress import Progress
-from core.train_config import FormatConfig
+from core.train_config import FormatConfig, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
 from trainers.predict import adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model, lora_base, merge_adapter
 
@@ -238,7 +238,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     llm, llm_serves, built = None, None, []
 
     def make_llm(model: Path, rank: int, lora: bool):
-        extra = {"enable_lora": lora, "max_lora_rank": max(rank, 8), "max_loras": 1}
+        extra = {"enable_lora": lora, "max_lora_rank": served_lora_rank(rank), "max_loras": 1}
         built.append({k: v for k, v in engine_args(model, engine_config, seed=seed, **extra).items() if k != "model"})
         return build_llm(model, engine_config, seed=seed, **extra)
 

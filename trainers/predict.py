@@ -29,6 +29,7 @@ from core.config import EngineConfig
 from core.devices import torch_dtype
 from core.engine import build_llm
 from core.io import atomic_folder
+from core.train_config import served_lora_rank
 from trainers.format import PromptFormat, TaskInfo
 from trainers.qlora import pick_device, quantization_config
 
@@ -189,7 +190,7 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
 
     if llm is None:
         llm = build_llm(base_model, engine_config or EngineConfig(), seed=seed,
-                        enable_lora=adapter_dir is not None, max_lora_rank=max(lora_rank, 8), max_loras=1)
+                        enable_lora=adapter_dir is not None, max_lora_rank=served_lora_rank(lora_rank), max_loras=1)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
                             skip_special_tokens=False, include_stop_str_in_output=True,
                             structured_outputs=StructuredOutputsParams(choice=list(choices)) if choices else None)
