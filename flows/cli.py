@@ -30,13 +30,15 @@ from typing import Optional
 import typer
 from prefect.logging.handlers import PrefectConsoleHandler
 from prefect.settings import PREFECT_API_URL, get_current_settings, temporary_settings
+from rich.markup import escape
 from rich.table import Table
 
 import core
 from core.config import ConfigError, load_config
 from core.engine import chat, exit_now, make_llm
 from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
-from core.snapshot import list_snapshots, read_manifest, resolve_snapshot
+from core.review import ReviewError, find_snapshot
+from core.snapshot import list_snapshots, read_manifest
 from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
 from flows import cli_review, cli_server, cli_templates, cli_train
@@ -202,7 +204,7 @@ def serve(
             if server.poll() is not None or time.time() > deadline:
                 fail(f"the Prefect server did not start; see {log.name}")
             time.sleep(1)
-        console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {home}", highlight=False)
+        console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {home}", highlight=False, markup=False)
     console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
     console_log()  # the runs' stage and progress lines here too (the UI gets them through Prefect)
     try:
@@ -225,7 +227,8 @@ def model_prepare(
         info = verify_model(folder)
     except ModelError as exc:
         fail(str(exc))
-    console.print(f"model ready: {folder} ({info['parameters'] / 1e6:.1f} M parameters, {info['dtype']}, from {info['source']})")
+    console.print(f"model ready: {folder} ({info['parameters'] / 1e6:.1f} M parameters, {info['dtype']}, from {info['source']})",
+                  markup=False)
 
 
 @model_app.command("check")
@@ -244,7 +247,7 @@ def model_check(
     loaded = time.perf_counter()
     answer = chat(llm, [[{"role": "user", "content": prompt}]], max_tokens=max_tokens)[0]
     console.print(f"engine start {loaded - started:.1f}s, answer in {time.perf_counter() - loaded:.2f}s")
-    console.print(f"[bold]answer:[/] {answer}", highlight=False)
+    console.print(f"[bold]answer:[/] {escape(answer)}", highlight=False)
     exit_now(0)  # vLLM's own shutdown waits ~10 s for its processes before it kills them
 
 
@@ -262,7 +265,8 @@ def snapshots_list(
         for sid in list_snapshots(root, n):
             m = read_manifest(root / n / sid)
             r = m["rows"]
-            table.add_row(n, sid, m["created_at"], str(r["train"]), str(r["eval"]), str(r["rejected"]), str(r["quarantine"]))
+            table.add_row(escape(n), escape(sid), escape(str(m["created_at"])), str(r["train"]), str(r["eval"]), str(r["rejected"]),
+                          str(r["quarantine"]))
     console.print(table)
 
 
@@ -273,8 +277,8 @@ def snapshots_show(
 ) -> None:
     """Print a snapshot's summary tables."""
     try:
-        folder = resolve_snapshot(ref, root)
-    except FileNotFoundError as exc:
+        folder = find_snapshot(ref, root)  # names compared as text: `**` or `[` are no glob patterns
+    except ReviewError as exc:
         fail(str(exc))
     print_summary(folder)
 
@@ -287,7 +291,7 @@ def config_check(config: Path = typer.Argument(..., help="YAML configuration to 
         cfg.label_set()
     except ConfigError as exc:
         fail(str(exc))
-    console.print(f"{config}: valid (hash {cfg.digest()})")
+    console.print(f"{config}: valid (hash {cfg.digest()})", markup=False, soft_wrap=True)
 
 
 cli_review.register(app)

@@ -80,11 +80,11 @@ def diff(
     sys.stdout.flush()
     for path in (out_md, out_html, out_json):
         if path:
-            err.print(f"wrote {path}", highlight=False)
+            err.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
     if report["gates"]:
         err.print(f"[bold red]blocked:[/] {len(report['gates'])} gate(s) failed", highlight=False)
         for reason in report["gates"]:
-            err.print(f"  - {reason}", highlight=False)
+            err.print(f"  - {reason}", highlight=False, markup=False)  # reasons quote labels: [bold] is text
         raise typer.Exit(GATE_EXIT)
 
 

@@ -4,7 +4,8 @@
     print_run(result)                       # stage times, synthesis per class, tuned vs base, paths, next steps
 
 Every value that comes from the user's data (class names, paths) is escaped: a label such
-as `[bold]` prints as written, never as rich markup.
+as `[bold]` prints as written, never as rich markup. A snapshot with an empty train split
+says so under its tables and again as the run's last line.
 """
 
 from __future__ import annotations
@@ -52,6 +53,22 @@ def print_summary(folder: Path) -> None:
     rows = manifest["rows"]
     console.print(f"[bold]snapshot[/] {escape(display_path(folder))}  (train {rows['train']}, eval {rows['eval']}, "
                   f"rejected {rows['rejected']}, quarantined {rows['quarantine']})", highlight=False)
+    warn_empty_train(manifest)
+
+
+def empty_train_warning(manifest: dict) -> str | None:
+    """The warning for a snapshot with no train row (every row quarantined or filtered, or an empty file), else None."""
+    rows = manifest["rows"]
+    if rows["train"]:
+        return None
+    return (f"warning: the train split is empty ({rows['quarantine']} quarantined, {rows['rejected']} rejected; see the "
+            "funnel above and the snapshot's quarantine.parquet and rejected.parquet): nothing to train on.")
+
+
+def warn_empty_train(manifest: dict) -> None:
+    warning = empty_train_warning(manifest)
+    if warning:
+        console.print(f"[bold yellow]{escape(warning)}[/]", highlight=False)
 
 
 def print_synthesis(folder: Path) -> None:
@@ -137,10 +154,14 @@ def print_run(result: dict, config_path: Path, seconds: float) -> None:
     console.print("next:", highlight=False)
     for command, why in next_steps(result, config_path):
         console.print(f"  {escape(command)}    [dim]# {escape(why)}[/]", highlight=False)
+    warn_empty_train(read_manifest(folder))  # the last line, where it is seen
 
 
 def next_steps(result: dict, config_path: Path) -> list[tuple[str, str]]:
     """Commands worth running after this run, with why."""
+    if read_manifest(result["snapshot"])["rows"]["train"] == 0:
+        return [(f"curate snapshots show {shlex.quote(display_path(result['snapshot']))}", "why every row was quarantined or filtered"),
+                (f"curate config check {shlex.quote(str(config_path))}", "the fields, labels and filters the rows are checked against")]
     if "adapter" not in result:
         return [(f"curate run --config {shlex.quote(str(config_path))} --train", "train and evaluate on this snapshot"),
                 (f"curate diff {shlex.quote(display_path(result['snapshot']))}", "what changed against the previous snapshot")]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import typer
@@ -66,3 +69,59 @@ def test_the_run_summary_says_what_happened_where_it_is_and_what_next_with_user_
     assert "all stages" in out and "0.8" in out and "done in 1m15s" in out
     assert f"runlog:{record.parent / 'run.log'}" in "".join(out.split())  # (rich wraps long paths)
     assert "curate run --config" in out and "--train" in out  # what to run next without an adapter
+
+
+def _curate(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def test_unreadable_configs_and_bad_overrides_are_messages_not_tracebacks(tmp_path):
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    for path in ("/dev/zero", str(fifo)):  # /dev/zero grew without bound; a FIFO blocked
+        out = _curate("config", "check", path, timeout=60)
+        assert out.returncode == 2 and "not a regular file" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    for item in ("=x", "=", ".=1"):
+        out = _curate("run", "--set", item)
+        assert out.returncode == 2 and f"--set '{item}': expected key.path=value" in out.stderr, out.stderr
+        assert "Traceback" not in out.stderr
+
+
+def test_user_text_prints_verbatim_not_as_rich_markup(tmp_path):
+    """Labels, paths and error messages holding [...] print as written (rich would swallow them as markup)."""
+    from tests.core.test_diff_hostile import hostile_pair
+
+    a, b = hostile_pair(tmp_path / "snaps")
+    out_md = tmp_path / "[bold]x[/]" / "d.md"
+    gated = _curate("diff", str(a), str(b), "--fail-on", "share=0", "--out-md", str(out_md))
+    assert gated.returncode == 3, gated.stderr
+    assert "class '[bold]x[/]' moved" in gated.stderr and f"wrote {out_md}" in gated.stderr.replace("\n", "")
+
+    config = tmp_path / "c[bold]onfig.yaml"
+    config.write_text(Path("configs/viggo.yaml").read_text())
+    checked = _curate("config", "check", str(config))
+    assert checked.returncode == 0 and f"{config}: valid" in checked.stdout.replace("\n", ""), checked.stdout
+    missing = _curate("config", "check", str(tmp_path / "[x].yaml"))
+    assert missing.returncode == 2 and f"{tmp_path / '[x].yaml'}: cannot read" in missing.stderr.replace("\n", "")
+
+    shutil.copytree(tmp_path / "snaps" / "demo", tmp_path / "snaps" / "[red]ds")  # a folder name holds no /
+    listed = _curate("snapshots", "list", "--root", str(tmp_path / "snaps"))
+    assert listed.returncode == 0 and "[red]ds" in listed.stdout, listed.stdout
+    star = _curate("snapshots", "show", "**", "--root", str(tmp_path / "snaps"))
+    assert star.returncode == 2 and "no snapshot '**'" in star.stderr and "Traceback" not in star.stderr, star.stderr
+
+
+def test_an_empty_train_split_is_warned_about_in_the_summary_and_at_the_end(tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps({"text": f"message number {i}", "label": "zzz"}) + "\n" for i in range(4)))
+    snapshot = curate_steps(write_config(tmp_path, base_config(tmp_path, [str(train)])))  # every label unknown: quarantined
+    record = tmp_path / "runs" / "t" / "x" / "run.json"
+    result = {"snapshot": str(snapshot), "record": str(record), "stages": [["snapshot", "computed", 0.1]]}
+    with cli_summary.console.capture() as captured:
+        cli_summary.print_run(result, tmp_path / "config.yaml", 3.0)
+    out = " ".join(captured.get().split())
+    assert out.count("warning: the train split is empty (4 quarantined, 0 rejected") == 2, out  # under the tables, and last
+    assert out.endswith("nothing to train on.")
+    with cli_summary.console.capture() as captured:
+        cli_summary.print_summary(snapshot)  # curate snapshots show
+    assert "warning: the train split is empty" in " ".join(captured.get().split())
