@@ -35,7 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from core.config import Config, resolve_path
 from core.diff import DiffError, diff_report
-from core.diff_render import render_markdown
+from core.diff_render import nothing_to_compare, render_markdown
 from core.ingest import ingest as ingest_rows
 from core.io import atomic_folder, folder_lock, write_json, write_table, write_text
 from core.model import model_identity, resolve_model
@@ -336,7 +336,7 @@ def diff(config: Config, snapshot: StageOutput) -> StageOutput:
     try:
         report = diff_report(None, snapshot.folder, root=root)
     except DiffError as exc:  # the dataset's first snapshot
-        publish_markdown(config, "diff", f"## Dataset diff\n\nNothing to compare: {exc}.\n", "Dataset diff")
+        publish_markdown(config, "diff", nothing_to_compare(exc), "Dataset diff")  # the reason escaped: it names paths
         return StageOutput("diff", snapshot.folder, "computed", note=f"nothing to compare: {exc}")
     publish_markdown(config, "diff", render_markdown(report), "Dataset diff against the previous snapshot")
     t = report["totals"]
