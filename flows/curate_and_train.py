@@ -28,6 +28,7 @@ from prefect.settings import PREFECT_API_URL
 from core.config import Config, load_config, resolve_path
 from core.io import write_json
 from core.review import record_review, review_status
+from core.snapshot import read_manifest
 from flows import tasks
 from flows.cache import StageOutput
 from flows.logs import run_log
@@ -43,6 +44,21 @@ class ReviewDecision(RunInput):
 
 class ReviewRejected(RuntimeError):
     """The curated snapshot was rejected (or not yet approved): nothing is trained on it."""
+
+
+class NothingToTrain(ValueError):
+    """The snapshot's train split is empty (every row quarantined or filtered, or empty sources): no trainer starts."""
+
+
+def refuse_empty_train(snapshot_dir: str) -> None:
+    """Stop before training on a snapshot with no train row, saying why (a trainer fails later, on StopIteration)."""
+    manifest = read_manifest(snapshot_dir)
+    rows = manifest["rows"]
+    if not rows["train"]:
+        raise NothingToTrain(
+            f"snapshot {snapshot_dir} has no train rows ({rows['quarantine']} quarantined, {rows['rejected']} rejected: "
+            f"`curate snapshots show {snapshot_dir}` says at which stage and why); nothing to train on. Fix the data "
+            "or the config, or run with --no-train")
 
 
 def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
@@ -126,6 +142,8 @@ def curate_and_train(
         result = {"snapshot": folder, "snapshot_id": Path(folder).name, "record": str(record)}
         write_run_record(cfg, folder, stages, record=record)
         model_stages: list[StageOutput] = []
+        if cfg.train.enabled:
+            refuse_empty_train(folder)  # before a reviewer is asked to look at it
         if require_review:
             review_gate(folder, timeout_s=review_timeout_s)
         if cfg.train.enabled:
