@@ -7,6 +7,7 @@
         quarantine.parquet  every unusable source record with its reason and location
         manifest.json       config and its hash, input hashes, per-stage counts,
                             class distribution, code version, file hashes
+        README.md           dataset card: its splits and features for datasets.load_dataset(folder)
 
 The snapshot id is a hash of the content (data files, config hash, input hashes), so
 the same data gives the same id, and two snapshots that differ never collide. The code
@@ -35,6 +36,7 @@ from pathlib import Path
 import polars as pl
 
 import core
+from core.cards import write_dataset_card
 from core.config import Config, resolve_path
 from core.io import atomic_path, file_lock, publish_tree, temporary_folder, write_json, write_table
 from core.report import plot_class_mix
@@ -141,6 +143,7 @@ def write_snapshot(
                 title=f"{name}: train rows per class (before curation, planned, in this snapshot)",
             )
         write_json(manifest, tmp / "manifest.json")
+        write_dataset_card(tmp, manifest, train, eval)  # README.md: datasets.load_dataset(folder) reads its splits
         publish_tree(tmp)
         final = base / snapshot_id
         # One writer at a time publishes into this dataset's folder and its index (other runs, other workers).

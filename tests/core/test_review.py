@@ -34,7 +34,7 @@ def test_approve_then_reject_keeps_history_and_data(tmp_path):
     assert {k: v for k, v in after.items() if k != "review"} == {k: v for k, v in before.items() if k != "review"}
     assert {f: file_sha256(b / f) for f in DATA_FILES} == hashes
     verify_snapshot(b)  # the manifest's file hashes still hold
-    assert sorted(p.name for p in b.iterdir()) == sorted([*DATA_FILES, "manifest.json"])  # no temp files left
+    assert sorted(p.name for p in b.iterdir()) == sorted([*DATA_FILES, "manifest.json", "README.md"])  # no temp files left
 
 
 def test_review_by_id_and_dataset_name(tmp_path):

@@ -5,8 +5,10 @@ import json
 import polars as pl
 import pytest
 
+from core.cards import dataset_card
 from core.schema import StageCounts, empty_dropped, empty_quarantine
-from core.snapshot import list_snapshots, load_dataset, resolve_snapshot, verify_snapshot, write_snapshot
+from core.snapshot import list_snapshots, load_dataset, read_manifest, resolve_snapshot, verify_snapshot, write_snapshot
+from tests.conftest import curate_steps
 
 
 def _rows(split, n):
@@ -124,3 +126,36 @@ def test_the_next_write_sweeps_what_killed_writers_left(tmp_path):
     dead_snap.mkdir(parents=True)
     _write(tmp_path / "snaps")
     assert not dead_snap.exists()
+
+
+def test_a_snapshot_carries_a_dataset_card_that_datasets_loads_with_its_splits_and_classlabel(tmp_path):
+    """datasets.load_dataset(folder) reads README.md's configs: train and eval, the label a ClassLabel."""
+    import datasets
+
+    snap = curate_steps("configs/banking77.yaml", ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snap'}",
+                                                    f"output.cache={tmp_path / 'cache'}", "synthesis.enabled=false"])
+    card = (snap / "README.md").read_text()
+    assert card.startswith("---\n") and "config_name: default" in card and "class_label" in card
+    ds = datasets.load_dataset(str(snap))
+    assert set(ds) == {"train", "eval"}
+    manifest = read_manifest(snap)
+    assert ds["train"].num_rows == manifest["rows"]["train"] and ds["eval"].num_rows == manifest["rows"]["eval"]
+    label = ds["train"].features["label"]
+    assert isinstance(label, datasets.ClassLabel) and label.num_classes == 77
+    assert ds["eval"].features["label"] == label
+    first = pl.read_parquet(snap / "train.parquet").row(0, named=True)
+    assert label.int2str(ds["train"][0]["label"]) == first["label"] and ds["train"][0]["input"] == first["input"]
+    rejected = datasets.load_dataset(str(snap), "rejected")["rejected"]
+    assert rejected.num_rows == manifest["rows"]["rejected"]
+
+
+def test_the_dataset_card_escapes_labels_and_runs_no_template(tmp_path):
+    """A label is user text: markdown stays text, and Jinja in it is not rendered."""
+    rows = pl.DataFrame({"row_id": ["1", "2"], "input": ["a", "b"], "output": ["{{ 7 * 7 }}", "<img src=x onerror=alert(1)>"],
+                         "label": ["{{ 7 * 7 }}", "<img src=x onerror=alert(1)>"], "synthetic": [False, False]})
+    manifest = {"name": "t", "snapshot_id": "abc", "config": {"task": {"kind": "classification"}}, "config_hash": "h",
+                "rows": {"train": 2, "eval": 0, "rejected": 0, "quarantine": 0}, "stages": [], "inputs": [],
+                "class_distribution": {"train": {"{{ 7 * 7 }}": 1, "<img src=x onerror=alert(1)>": 1}, "eval": {}}}
+    card = dataset_card(manifest, rows, rows.clear())
+    body = card.split("\n---\n", 1)[1]
+    assert "49" not in card and "<img" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
