@@ -27,11 +27,13 @@ import contextlib
 import errno
 import json
 import os
+import random
 import re
 import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -189,7 +191,7 @@ def atomic_folder(final: str | Path, prefix: str = ".tmp-", *,
         publish_tree(tmp)
         if keep is not None and keep(final):
             return
-        for _ in range(8):  # another process may publish between the two renames: then keep its or go again
+        for attempt in range(200):  # another process may publish between the two renames: then keep its or go again
             if final.exists():
                 aside = Path(tempfile.mkdtemp(prefix=".old-" + owner_tag(), dir=final.parent))
                 with contextlib.suppress(FileNotFoundError):  # another process moved it first
@@ -203,6 +205,7 @@ def atomic_folder(final: str | Path, prefix: str = ".tmp-", *,
                     raise
                 if keep is not None and keep(final):  # a folder was published in between: it stands
                     return
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 20)))  # let the other writer finish
         else:
             raise OSError(f"{final}: other processes keep publishing this folder; gave up")
         _fsync_dir(final.parent)
