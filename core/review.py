@@ -12,11 +12,11 @@ before a decision is recorded (a damaged snapshot cannot be approved). The write
 atomic (core.io.write_json). `review_status` is what a review gate (the Prefect
 flow) reads before training on a snapshot.
 
-A decision is recorded on the snapshot the reference names without a guess (find_snapshot):
-a folder, a dataset name (its latest), `name@id`, a full id, or a prefix of at least
-MIN_PREFIX characters that only one snapshot's id starts with. An empty, too short or
-ambiguous reference is an error that lists the candidates; names are compared as text,
-never as glob patterns (`*`, `**`, `[` match only themselves).
+A decision is recorded on the snapshot the reference names without a guess
+(core.snapshot.resolve_snapshot, the lookup of every command): a folder, a dataset name
+(its latest), `name@id`, a full id, or a prefix of at least MIN_PREFIX characters that
+only one snapshot's id starts with. An empty, too short or ambiguous reference is an
+error that lists the candidates; names are compared as text, never as glob patterns.
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ import datetime as dt
 from pathlib import Path
 
 from core.io import write_json
-from core.snapshot import list_snapshots, read_manifest, verify_snapshot
-
-MIN_PREFIX = 4  # an id prefix shorter than this names a snapshot by chance (12 hex digits in an id)
-SHOWN = 20  # candidates listed in an error
+from core.snapshot import SnapshotNotFound, read_manifest, resolve_snapshot, verify_snapshot
 
 DECISIONS = {"approve": "approved", "reject": "rejected", "approved": "approved", "rejected": "rejected"}
 
@@ -37,63 +34,12 @@ class ReviewError(ValueError):
     """A decision that cannot be recorded (unknown decision, no reviewer, damaged snapshot)."""
 
 
-def _snapshots(root: Path) -> list[tuple[str, str]]:
-    """Every (dataset, id) under root that has a manifest, sorted (folders listed, not globbed)."""
-    if not root.is_dir():
-        return []
-    out = []
-    for dataset in sorted(p for p in root.iterdir() if p.is_dir()):
-        out += [(dataset.name, f.name) for f in sorted(dataset.iterdir()) if (f / "manifest.json").is_file()]
-    return out
-
-
-def _listed(candidates: list[tuple[str, str]]) -> str:
-    shown = [f"{d}/{i}" for d, i in candidates[:SHOWN]]
-    more = f" and {len(candidates) - SHOWN} more" if len(candidates) > SHOWN else ""
-    return ", ".join(shown) + more if shown else "none"
-
-
 def find_snapshot(ref: str | Path, root: str | Path = "data/snapshots") -> Path:
-    """The one snapshot folder `ref` names: a folder (holding manifest.json), a dataset name (its
-    latest snapshot), `name@latest`, `name@ID`, a full id or an id prefix of at least MIN_PREFIX
-    characters that matches one snapshot only. Anything else is a ReviewError listing candidates."""
-    root = Path(root)
-    text = str(ref).strip()
-    if not text:
-        raise ReviewError(f"an empty snapshot reference: give a snapshot folder, a dataset name or an id "
-                          f"(snapshots under {root}: {_listed(_snapshots(root))})")
-    if isinstance(ref, Path) or "/" in text or text in (".", ".."):
-        if (Path(ref) / "manifest.json").is_file():
-            return Path(ref)
-        raise ReviewError(f"no snapshot folder {text!r}: it holds no manifest.json")
-    if (Path(text) / "manifest.json").is_file():  # a snapshot folder in the working folder
-        return Path(text)
-    name, at, which = text.partition("@")
-    every = _snapshots(root)
-    datasets = {d for d, _ in every}
-    if name in datasets:
-        ids = list_snapshots(root, name) or [i for d, i in every if d == name]
-        if which in ("", "latest"):
-            return root / name / ids[-1]
-        pool, prefix = [(d, i) for d, i in every if d == name], which
-    elif at:
-        raise ReviewError(f"no dataset {name!r} under {root} (datasets: {', '.join(sorted(datasets)) or 'none'})")
-    else:
-        pool, prefix = every, text
-    exact = [(d, i) for d, i in pool if i == prefix]
-    if len(exact) == 1:
-        return root / exact[0][0] / exact[0][1]
-    matches = exact or [(d, i) for d, i in pool if i.startswith(prefix)]
-    if not matches:
-        raise ReviewError(f"no snapshot {text!r} under {root}: not a dataset name, an id or the start of one "
-                          f"(snapshots: {_listed(every)})")
-    if len(prefix) < MIN_PREFIX and not exact:
-        raise ReviewError(f"snapshot {text!r}: an id prefix needs at least {MIN_PREFIX} characters; "
-                          f"it would match {_listed(matches)}")
-    if len(matches) > 1:
-        raise ReviewError(f"snapshot {text!r} is ambiguous: it matches {_listed(matches)}; give more of the id, "
-                          "name@id or the folder")
-    return root / matches[0][0] / matches[0][1]
+    """The one snapshot folder `ref` names (core.snapshot.resolve_snapshot); anything else is a ReviewError."""
+    try:
+        return resolve_snapshot(ref, root)
+    except SnapshotNotFound as exc:
+        raise ReviewError(str(exc)) from None
 
 
 def _folder(snapshot: str | Path, root: str | Path) -> Path:

@@ -185,22 +185,71 @@ def list_snapshots(root: str | Path, name: str) -> list[str]:
     return [i for i in ids if (Path(root) / name / i / "manifest.json").exists()]
 
 
+MIN_PREFIX = 4  # an id prefix shorter than this names a snapshot by chance (12 hex digits in an id)
+SHOWN = 20  # candidates listed in an error
+
+
+class SnapshotNotFound(FileNotFoundError):
+    """A reference that names no snapshot, or more than one; the message lists the candidates."""
+
+
+def _snapshots(root: Path) -> list[tuple[str, str]]:
+    """Every (dataset, id) under root that has a manifest, sorted (folders listed, not globbed)."""
+    if not root.is_dir():
+        return []
+    out = []
+    for dataset in sorted(p for p in root.iterdir() if p.is_dir()):
+        out += [(dataset.name, f.name) for f in sorted(dataset.iterdir()) if (f / "manifest.json").is_file()]
+    return out
+
+
+def _listed(candidates: list[tuple[str, str]]) -> str:
+    shown = [f"{d}/{i}" for d, i in candidates[:SHOWN]]
+    more = f" and {len(candidates) - SHOWN} more" if len(candidates) > SHOWN else ""
+    return ", ".join(shown) + more if shown else "none"
+
+
 def resolve_snapshot(ref: str | Path, root: str | Path = "data/snapshots") -> Path:
-    """A snapshot folder from a path, an id, or `name` / `name@latest` (latest of that dataset)."""
-    path = Path(ref)
-    if (path / "manifest.json").is_file():
-        return path
-    ref = str(ref)
-    name, _, which = ref.partition("@")
+    """The one snapshot folder `ref` names: a folder (holding manifest.json), a dataset name (its
+    latest snapshot), `name@latest`, `name@ID`, a full id or an id prefix of at least MIN_PREFIX
+    characters that matches one snapshot only. Anything else is a ReviewError listing candidates."""
     root = Path(root)
-    if (root / name / "index.jsonl").exists() and which in ("", "latest"):
-        ids = list_snapshots(root, name)
-        if ids:
+    text = str(ref).strip()
+    if not text:
+        raise SnapshotNotFound(f"an empty snapshot reference: give a snapshot folder, a dataset name or an id "
+                          f"(snapshots under {root}: {_listed(_snapshots(root))})")
+    if isinstance(ref, Path) or "/" in text or text in (".", ".."):
+        if (Path(ref) / "manifest.json").is_file():
+            return Path(ref)
+        raise SnapshotNotFound(f"no snapshot folder {text!r}: it holds no manifest.json")
+    if (Path(text) / "manifest.json").is_file():  # a snapshot folder in the working folder
+        return Path(text)
+    name, at, which = text.partition("@")
+    every = _snapshots(root)
+    datasets = {d for d, _ in every}
+    if name in datasets:
+        ids = list_snapshots(root, name) or [i for d, i in every if d == name]
+        if which in ("", "latest"):
             return root / name / ids[-1]
-    for candidate in sorted(root.glob(f"*/{ref}*")):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    raise FileNotFoundError(f"no snapshot {ref!r} under {root}")
+        pool, prefix = [(d, i) for d, i in every if d == name], which
+    elif at:
+        raise SnapshotNotFound(f"no dataset {name!r} under {root} (datasets: {', '.join(sorted(datasets)) or 'none'})")
+    else:
+        pool, prefix = every, text
+    exact = [(d, i) for d, i in pool if i == prefix]
+    if len(exact) == 1:
+        return root / exact[0][0] / exact[0][1]
+    matches = exact or [(d, i) for d, i in pool if i.startswith(prefix)]
+    if not matches:
+        raise SnapshotNotFound(f"no snapshot {text!r} under {root}: not a dataset name, an id or the start of one "
+                          f"(snapshots: {_listed(every)})")
+    if len(prefix) < MIN_PREFIX and not exact:
+        raise SnapshotNotFound(f"snapshot {text!r}: an id prefix needs at least {MIN_PREFIX} characters; "
+                          f"it would match {_listed(matches)}")
+    if len(matches) > 1:
+        raise SnapshotNotFound(f"snapshot {text!r} is ambiguous: it matches {_listed(matches)}; give more of the id, "
+                          "name@id or the folder")
+    return root / matches[0][0] / matches[0][1]
 
 
 def read_manifest(snapshot: str | Path) -> dict:

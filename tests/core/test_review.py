@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from core.review import MIN_PREFIX, ReviewError, find_snapshot, is_approved, record_review, review_status
-from core.snapshot import DATA_FILES, file_sha256, read_manifest, verify_snapshot
+from core.review import ReviewError, find_snapshot, is_approved, record_review, review_status
+from core.snapshot import DATA_FILES, MIN_PREFIX, file_sha256, read_manifest, verify_snapshot
 from tests.conftest import ROOT
 from tests.core.test_diff import make_pair
 

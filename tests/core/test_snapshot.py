@@ -7,7 +7,15 @@ import pytest
 
 from core.cards import dataset_card
 from core.schema import StageCounts, empty_dropped, empty_quarantine
-from core.snapshot import list_snapshots, load_dataset, read_manifest, resolve_snapshot, verify_snapshot, write_snapshot
+from core.snapshot import (
+    SnapshotNotFound,
+    list_snapshots,
+    load_dataset,
+    read_manifest,
+    resolve_snapshot,
+    verify_snapshot,
+    write_snapshot,
+)
 from tests.conftest import curate_steps
 
 
@@ -159,3 +167,13 @@ def test_the_dataset_card_escapes_labels_and_runs_no_template(tmp_path):
     card = dataset_card(manifest, rows, rows.clear())
     body = card.split("\n---\n", 1)[1]
     assert "49" not in card and "<img" not in body and "&lt;img src=x onerror=alert(1)&gt;" in body
+
+
+def test_every_command_resolves_a_snapshot_without_a_guess(tmp_path):
+    """The training, diff and synthesis commands' lookup is the review's: no glob, no one-character prefix."""
+    a = _write(tmp_path)
+    b = _write(tmp_path, train_n=6)
+    assert resolve_snapshot(f"demo@{a.name}", tmp_path) == a and resolve_snapshot(b.name[:4], tmp_path) == b
+    for ref in ("", "**", "*", "[0-9a-f]*", b.name[:1], "nope"):
+        with pytest.raises(SnapshotNotFound):
+            resolve_snapshot(ref, tmp_path)
