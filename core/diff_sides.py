@@ -79,8 +79,8 @@ def _read(path: Path, schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """The schema's columns of a Parquet file; absent columns become null (false for synthetic)."""
     if not path.exists():
         return pl.DataFrame(schema=schema)
-    present = pl.read_parquet_schema(path)
-    df = pl.read_parquet(path, columns=[c for c in schema if c in present])
+    present = pl.scan_parquet(path, glob=False).collect_schema()  # a path holding [ or * is a name, not a pattern
+    df = pl.read_parquet(path, columns=[c for c in schema if c in present], glob=False)
     missing = []
     for name, dtype in schema.items():
         if name not in df.columns:

@@ -232,10 +232,11 @@ def read_table(path: str | Path) -> pl.DataFrame:
     """Read a well-formed JSONL, CSV or Parquet file into a frame (for tools, not raw ingest)."""
     fmt = table_format(path)
     if fmt == "parquet":
-        return pl.read_parquet(path)
+        return pl.read_parquet(path, glob=False)
     if fmt == "csv":
-        return pl.read_csv(path, infer_schema_length=0)  # every column as text: nothing is coerced
-    return pl.read_ndjson(path)
+        return pl.read_csv(path, infer_schema_length=0, glob=False)  # every column as text: nothing is coerced
+    with open(path, "rb") as fh:  # a handle: read_ndjson would take a path holding [ or * as a glob pattern
+        return pl.read_ndjson(fh)
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.io import atomic_path
+from core.markdown import md_code, md_text
 
 
 def funnel_rows(manifest: dict) -> list[dict]:
@@ -52,9 +53,9 @@ def class_rows(manifest: dict) -> list[dict]:
 
 def manifest_markdown(manifest: dict, folder: str | Path) -> str:
     lines = [
-        f"# Snapshot `{manifest['snapshot_id']}` of `{manifest['name']}`",
+        f"# Snapshot `{manifest['snapshot_id']}` of {md_code(manifest['name'])}",
         "",
-        f"- folder: `{folder}`",
+        f"- folder: {md_code(folder)}",
         f"- rows: train {manifest['rows']['train']}, eval {manifest['rows']['eval']}, "
         f"rejected {manifest['rows']['rejected']}, quarantined {manifest['rows']['quarantine']}",
         f"- config hash: `{manifest['config_hash']}`, code: `{manifest['code']['source_sha256']}`",
@@ -63,7 +64,8 @@ def manifest_markdown(manifest: dict, folder: str | Path) -> str:
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in funnel_rows(manifest):
-        lines.append(f"| {r['stage']} | {r['rows_in']} | {r['kept']} | {r['filtered']} | {r['quarantined']} | {r['reasons']} |")
+        lines.append(f"| {md_text(r['stage'])} | {r['rows_in']} | {r['kept']} | {r['filtered']} | {r['quarantined']} "
+                     f"| {md_text(r['reasons'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -81,7 +83,7 @@ def class_mix_chart(manifest: dict, width: int = 30) -> str:
     for r in sorted(rows, key=lambda r: (-r["train"], r["class"])):
         before = "░" * round(width * r["ingested"] / top)
         planned = "" if r["planned"] is None else str(r["planned"])
-        lines.append(f"| {r['class']} | {r['ingested']} | {r['train']} | {planned} | `{bar(r['train'])}`<br>`{before}` |")
+        lines.append(f"| {md_text(r['class'])} | {r['ingested']} | {r['train']} | {planned} | `{bar(r['train'])}`<br>`{before}` |")
     return "\n".join(lines) + "\n"
 
 

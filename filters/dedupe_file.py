@@ -192,7 +192,7 @@ def _read(path: Path) -> _Rows:
     fmt = table_format(path)
     if fmt == "parquet":
         try:
-            df = pl.read_parquet(path)
+            df = pl.read_parquet(path, glob=False)
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise ValueError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from None
         return _Rows(df.columns, [], frame=df)

@@ -31,7 +31,7 @@ from trainers.qlora import train
 
 
 def synthesize_job(config: Config, inputs: dict) -> None:
-    rows, plan, out = pl.read_parquet(inputs["rows"]), pl.read_parquet(inputs["plan"]), Path(inputs["out"])
+    rows, plan, out = pl.read_parquet(inputs["rows"], glob=False), pl.read_parquet(inputs["plan"], glob=False), Path(inputs["out"])
     kept, dropped, counts, totals = synthesize_stage(rows, plan, config)
     write_json(totals, out / "synthesis.json")
     write_rows_stage(out, kept, dropped, counts)

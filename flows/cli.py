@@ -161,7 +161,7 @@ def dedupe(
         table.add_column(col, justify="right")
     table.add_row(*(str(summary[k]) if k != "seconds" else f"{summary[k]:.2f}" for k in ("rows_in", "kept", "removed", "clusters", "seconds")))
     console.print(table)
-    console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""))
+    console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""), markup=False, highlight=False)
 
 
 def _api_healthy(api_url: str) -> bool:

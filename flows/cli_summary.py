@@ -177,7 +177,7 @@ def next_steps(result: dict, config_path: Path) -> list[tuple[str, str]]:
 
 def _first_eval_input(folder: Path) -> str:
     try:
-        frame = pl.read_parquet(folder / "eval.parquet", columns=["input"]).head(1)
+        frame = pl.read_parquet(folder / "eval.parquet", columns=["input"], glob=False).head(1)
         return str(frame["input"][0]) if frame.height else "your text"
     except (OSError, pl.exceptions.PolarsError):
         return "your text"

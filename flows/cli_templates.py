@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from core.config import ConfigError, load_config
 from core.engine import make_llm
@@ -101,11 +103,12 @@ def render_cmd(
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(resolve_model(cfg.model.path))
-    console.print(f"[bold]{tpl.name}[/] v{tpl.header.version} ({tpl.hash}) rows from {where}", highlight=False)
+    console.print(f"[bold]{escape(tpl.name)}[/] v{escape(str(tpl.header.version))} ({tpl.hash}) rows from {escape(str(where))}",
+                  highlight=False)
     for i, (label, req, _) in enumerate(reqs, 1):
         text = (tok.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True) if tok
                 else "\n".join(f"[[{m['role']}]]\n{m['content']}" for m in req.messages))
-        console.rule(f"prompt {i}/{len(reqs)}  class {label}  seed {req.sampling['seed']}")
+        console.rule(f"prompt {i}/{len(reqs)}  class {escape(str(label))}  seed {req.sampling['seed']}")
         console.print(text, markup=False, highlight=False, soft_wrap=True)
         console.print(f"[dim]sampling {json.dumps(req.sampling)}  parse {req.parse.kind}[/]", highlight=False)
 
@@ -123,9 +126,9 @@ def try_cmd(
     table = Table(title=f"{tpl.name}: {len(results)} prompts, {gen.tokens} tokens in {gen.seconds:.1f}s", title_justify="left", show_lines=True)
     for col in ("class", "raw output", "parsed", "label check"):
         table.add_column(col, overflow="fold")
-    for r in results:
-        parsed = r["parsed"] if r["parsed"] is not None else f"[red]{r['reason']}[/]: {r['detail']}"
-        table.add_row(r["class"], r["raw"], parsed, r["label_check"])
+    for r in results:  # model output and class names are shown as written, never as rich markup
+        parsed = Text(str(r["parsed"])) if r["parsed"] is not None else Text.assemble((r["reason"], "red"), f": {r['detail']}")
+        table.add_row(Text(r["class"]), Text(r["raw"]), parsed, Text(str(r["label_check"])))
     console.print(table)
 
 

@@ -169,8 +169,9 @@ def sweep_cmd(
     res = learning_curve(snap, resolve_model(None), cfg, folder, fractions=shares, engine=engine, baseline=baseline,
                          max_examples=max_examples)
     for p in res["points"]:
-        console.print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)})
-    console.print(res["files"]["png"], highlight=False)
+        console.print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)},
+                      markup=False)
+    console.print(res["files"]["png"], highlight=False, markup=False)
     if engine == "vllm":
         exit_now(0)
 

@@ -167,7 +167,7 @@ def _clean_parts(config: Config) -> dict:
 def clean(config: Config, prev: StageOutput) -> StageOutput:
     """Normalize, redact PII, drop what fails quality, blocklist and label checks (filters/clean.py)."""
     def compute(out: Path) -> None:
-        write_rows_stage(out, *clean_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
+        write_rows_stage(out, *clean_rows(pl.read_parquet(prev.path / "rows.parquet", glob=False), config))
 
     out = cached(config, "02-clean", clean_rows, {"prev": prev.path.name, **_clean_parts(config)}, compute)
     _publish_counts(config, out)
@@ -180,7 +180,7 @@ def clean(config: Config, prev: StageOutput) -> StageOutput:
 @task(name="shard-rows", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
 def shard_rows(config: Config, prev: StageOutput, n: int) -> list[str]:
     """The previous stage's rows as n contiguous shards (their paths)."""
-    rows = pl.read_parquet(prev.path / "rows.parquet")
+    rows = pl.read_parquet(prev.path / "rows.parquet", glob=False)
     folder = resolve_path(config.output.cache) / config.name / "shards" / f"{prev.path.name}-{n}"
     size = max(1, -(-rows.height // n))
     paths = []
@@ -196,7 +196,7 @@ def shard_rows(config: Config, prev: StageOutput, n: int) -> list[str]:
 def clean_shard(config: Config, shard: str) -> StageOutput:
     """Clean one shard (cached by the shard's content like any stage)."""
     def compute(out: Path) -> None:
-        write_rows_stage(out, *clean_rows(pl.read_parquet(shard), config))
+        write_rows_stage(out, *clean_rows(pl.read_parquet(shard, glob=False), config))
 
     return cached(config, "02-clean-shards", clean_rows, {**_clean_parts(config), "shard": file_sha256(shard)}, compute)
 
@@ -206,9 +206,9 @@ def clean_shard(config: Config, shard: str) -> StageOutput:
 def merge_clean(config: Config, prev: StageOutput, shards: list[StageOutput]) -> StageOutput:
     """Concatenate cleaned shards, in order, into the folder `clean` would have written."""
     def compute(out: Path) -> None:
-        rows = pl.read_parquet(prev.path / "rows.parquet")
-        kept = pl.concat([pl.read_parquet(s.path / "rows.parquet") for s in shards])
-        dropped = pl.concat([pl.read_parquet(s.path / "dropped.parquet") for s in shards])
+        rows = pl.read_parquet(prev.path / "rows.parquet", glob=False)
+        kept = pl.concat([pl.read_parquet(s.path / "rows.parquet", glob=False) for s in shards])
+        dropped = pl.concat([pl.read_parquet(s.path / "dropped.parquet", glob=False) for s in shards])
         write_rows_stage(out, kept, dropped, count_stage("clean", rows, kept, dropped))
 
     out = cached(config, "02-clean", clean_rows, {"prev": prev.path.name, **_clean_parts(config)}, compute)
@@ -224,7 +224,7 @@ def dedupe(config: Config, prev: StageOutput) -> StageOutput:
     links_fn = ray_links_fn(config.runner.shards) if config.runner.kind == "ray" else None
 
     def compute(out: Path) -> None:
-        write_rows_stage(out, *dedupe_rows(pl.read_parquet(prev.path / "rows.parquet"), config, links_fn=links_fn))
+        write_rows_stage(out, *dedupe_rows(pl.read_parquet(prev.path / "rows.parquet", glob=False), config, links_fn=links_fn))
 
     out = cached(config, "03-dedupe", dedupe_rows, {"prev": prev.path.name, "dedupe": config.dedupe.model_dump(mode="json")},
                  compute)
@@ -237,7 +237,7 @@ def dedupe(config: Config, prev: StageOutput) -> StageOutput:
 def balance(config: Config, prev: StageOutput) -> StageOutput:
     """The class mix moved toward its target, majority classes capped; the synthesis budget (filters/balance.py)."""
     def compute(out: Path) -> None:
-        write_rows_stage(out, *balance_rows(pl.read_parquet(prev.path / "rows.parquet"), config))
+        write_rows_stage(out, *balance_rows(pl.read_parquet(prev.path / "rows.parquet", glob=False), config))
 
     parts = {"prev": prev.path.name, "balance": config.balance.model_dump(mode="json"), "seed": config.seed,
              "labels": config.label_set()}
@@ -268,7 +268,7 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
     }
 
     def compute(out: Path) -> None:
-        plan = pl.read_parquet(prev.path / "plan.parquet")
+        plan = pl.read_parquet(prev.path / "plan.parquet", glob=False)
         if synthesis_requested(plan, config):
             work = out / "work"
             with engine_slot(config):  # one of this machine's model-engine slots (flows/limits.py)
@@ -277,7 +277,7 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
                         on_progress=progress_artifact(config, "synthesis"))
             shutil.rmtree(work)
         else:
-            kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet"), plan, config)
+            kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet", glob=False), plan, config)
             write_rows_stage(out, kept, dropped, counts)
             write_json(totals, out / "synthesis.json")
 
@@ -296,9 +296,9 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> Stage
     root = resolve_path(config.output.snapshots)
     there = {p.name for p in (root / config.name).iterdir()} if (root / config.name).is_dir() else set()
     folders = [s.path for s in stages]
-    final = pl.read_parquet(folders[-1] / "rows.parquet")
+    final = pl.read_parquet(folders[-1] / "rows.parquet", glob=False)
     # Synthetic rows and their rejects carry provenance columns real rows lack (null there).
-    dropped = [pl.read_parquet(d / "dropped.parquet") for d in folders if (d / "dropped.parquet").exists()]
+    dropped = [pl.read_parquet(d / "dropped.parquet", glob=False) for d in folders if (d / "dropped.parquet").exists()]
     extra: dict = {"model": model_dir}
     synthesis = [json.loads((d / "synthesis.json").read_text()) for d in folders if (d / "synthesis.json").exists()]
     if synthesis:
@@ -310,14 +310,14 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> Stage
         train=final.filter(pl.col("split") == "train"),
         eval=final.filter(pl.col("split") == "eval"),
         rejected=pl.concat(dropped, how="diagonal_relaxed") if dropped else empty_dropped(),
-        quarantine=pl.read_parquet(folders[0] / "quarantine.parquet"),
+        quarantine=pl.read_parquet(folders[0] / "quarantine.parquet", glob=False),
         stages=[StageCounts.from_dict(json.loads((d / "counts.json").read_text())) for d in folders],
         config=config.model_dump(mode="json", exclude={"train"}),  # the adapter records its own
         config_hash=config.digest(),
         inputs=input_hashes(config),
         extra=extra,
-        ingested=pl.read_parquet(folders[0] / "rows.parquet", columns=["split", "label"]),
-        plan=pl.read_parquet(plans[-1]) if plans else None,
+        ingested=pl.read_parquet(folders[0] / "rows.parquet", columns=["split", "label"], glob=False),
+        plan=pl.read_parquet(plans[-1], glob=False) if plans else None,
         code_key=code_key(ingest_rows, clean_rows, dedupe_rows, balance_rows, synthesize_stage),
     )
     manifest = read_manifest(folder)

@@ -365,7 +365,7 @@ def load_frames(config: Config, snapshot: str | None = None) -> tuple[pl.DataFra
             raise
         rows, _, _ = ingest(config)
         return rows.filter(pl.col("split") == "train"), rows.filter(pl.col("split") == "eval"), "ingested sample (no snapshot yet)"
-    return pl.read_parquet(Path(folder) / "train.parquet"), pl.read_parquet(Path(folder) / "eval.parquet"), str(folder)
+    return pl.read_parquet(Path(folder) / "train.parquet", glob=False), pl.read_parquet(Path(folder) / "eval.parquet", glob=False), str(folder)
 
 
 def smallest_classes_plan(train: pl.DataFrame, classes: int, per_class: int) -> pl.DataFrame:

@@ -230,5 +230,5 @@ def common_prefix(a: str, b: str) -> int:
 
 
 def read_rows(snapshot_dir: str | Path, split: str) -> list[dict]:
-    df = pl.read_parquet(Path(snapshot_dir) / f"{split}.parquet", columns=["row_id", "input", "output", "label"])
+    df = pl.read_parquet(Path(snapshot_dir) / f"{split}.parquet", columns=["row_id", "input", "output", "label"], glob=False)
     return df.to_dicts()

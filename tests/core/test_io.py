@@ -12,10 +12,11 @@ import polars as pl
 import pytest
 
 from core.config import load_config
-from core.io import atomic_folder, atomic_path, file_lock, write_json, write_table
+from core.io import atomic_folder, atomic_path, file_lock, read_table, write_json, write_table
 from core.schema import StageCounts
 from core.snapshot import list_snapshots, write_snapshot
 from flows.cache import cached
+from tests.conftest import curate_steps
 
 ROWS = pl.DataFrame({"row_id": ["r1"], "text": ["hello there"], "label": ["a"], "split": ["train"]})
 
@@ -195,3 +196,18 @@ def test_two_processes_needing_the_same_stage_compute_it_once(tmp_path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0] * 3
     assert len(log.read_text().splitlines()) == 1
+
+
+def test_a_folder_name_with_glob_characters_is_a_name(tmp_path):
+    """polars reads a path as a glob pattern by default: 'runs [team a]/rows.parquet' matched nothing."""
+    folder = tmp_path / "runs [team a]*"
+    for name in ("rows.parquet", "rows.jsonl", "rows.csv"):
+        write_table(ROWS, folder / name)
+        assert read_table(folder / name)["text"].to_list() == ["hello there"], name
+
+
+def test_the_curation_runs_in_a_folder_whose_name_has_glob_characters(tmp_path):
+    root = tmp_path / "team [a]"
+    snap = curate_steps("configs/banking77.yaml", ["allow_outside_paths=true", f"output.snapshots={root / 'snap'}",
+                                                    f"output.cache={root / 'cache'}", "synthesis.enabled=false"])
+    assert (snap / "manifest.json").is_file() and read_table(snap / "train.parquet").height > 4000
