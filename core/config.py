@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.devices import Dtype
 from core.io import write_text
 from core.safe_yaml import load_yaml
+from core.schema import normalize_labels, spell_labels
 from core.synthesis_config import SynthesisConfig
 from core.train_config import TrainStageConfig
 
@@ -75,6 +76,18 @@ class TaskConfig(_Section):
     output_pattern: str | None = Field(
         None, description="regex a valid output must fully match; others are dropped as invalid_output"
     )
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_spelled(cls, value: list[str] | None) -> list[str] | None:
+        """In the one spelling rows' labels get (core.schema.label_expr): `ａ` and `a` + a zero-width
+        space are `a`, so a set naming both holds a duplicate (reported below)."""
+        if value is None:
+            return None
+        spelled = spell_labels(value)
+        if "" in spelled:
+            raise ValueError("a label of blank or invisible characters only")
+        return spelled
 
     @field_validator("class_pattern", "output_pattern")
     @classmethod
@@ -372,7 +385,7 @@ class Config(_Section):
                 raise ConfigError(f"task.labels_file: cannot read {path}: {exc}") from exc
             if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
                 raise ConfigError(f"task.labels_file: {path} must hold a JSON list of strings")
-            return labels
+            return normalize_labels(labels)  # in the spelling rows' labels get, as task.labels is
         return None
 
     def digest(self) -> str:
@@ -411,8 +424,9 @@ def resolve_path(path: str, root: Path | None = None) -> Path:
 
 
 def _parse_value(text: str) -> Any:
+    """A --set value as YAML (the configs' bounded loader: no alias bomb), or the text itself."""
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
         return text
 

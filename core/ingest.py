@@ -179,17 +179,35 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")  # as orjson refuses NaN and Infinity in JSON Lines
 
 
-def _resync(text: str, pos: int) -> int:
-    """Where the element after a broken one at `pos` starts: the next line that starts with
-    `{` at the broken element's indentation (json.dump(indent=...) and one-record-a-line
-    arrays are written so), or the end when it shares its line with other elements."""
+_ELEMENT_START = "{[\"-0123456789tfn"  # the characters a JSON value can start with
+
+
+def _resync(text: str, pos: int, decoder: json.JSONDecoder) -> int:
+    """Where the element after a broken one at `pos` starts: the next line that starts a value at
+    the broken element's indentation (json.dump(indent=...) and one-record-a-line arrays are
+    written so; an element's inner lines are deeper and its closing brace starts no value), or
+    the end when the broken element shares its line with others. A line starting an object is
+    taken as is (two broken records in a row stay two); any other value must parse, so a line
+    a stray quote starts (`  "  "text": ...`) is still the broken element's."""
     start = text.rfind("\n", 0, pos) + 1
     prefix = text[start:pos]
     indent = prefix[:len(prefix) - len(prefix.lstrip(" \t"))]
     if prefix.strip() not in ("", "[", ","):
         return len(text)
-    found = re.compile("\n" + re.escape(indent) + r"\{").search(text, pos)
-    return len(text) if found is None else found.start() + 1
+    for found in re.compile("\n" + re.escape(indent) + "[" + re.escape(_ELEMENT_START) + "]").finditer(text, pos):
+        at = found.end() - 1
+        if text[at] == "{" or _parses_as_element(text, at, decoder):
+            return at
+    return len(text)
+
+
+def _parses_as_element(text: str, pos: int, decoder: json.JSONDecoder) -> bool:
+    try:
+        _, end = decoder.raw_decode(text, pos)
+    except (ValueError, RecursionError):
+        return False
+    after = _WS.match(text, end).end()
+    return after >= len(text) or text[after] in ",]"
 
 
 def _read_json_array(text: str, clean: bool, input_field: str, output_field: str, tick=None) -> _Records:
@@ -216,14 +234,17 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
         line, counted = line + text.count("\n", counted, pos), pos
         try:
             obj, end = decoder.raw_decode(text, pos)
+            after = _WS.match(text, end).end()
+            if after < len(text) and text[after] not in ",]":  # `"{"text": ...`: a stray quote made a string of a brace
+                raise json.JSONDecodeError("expected ',' or ']' after an element", text, after)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
-            end = _resync(text, pos)
+            end = _resync(text, pos, decoder)
             raw = text[pos:end].rstrip(" \t\r\n,]")
             reason = "invalid_utf8" if not clean and has_surrogates(raw) else "invalid_json"
             rec.quarantine.append((n, reason, f"element {n} (line {line}): {getattr(exc, 'msg', str(exc))}", printable(raw)))
             pos = end
             continue
-        raw, pos = text[pos:end], _WS.match(text, end).end()
+        raw, pos = text[pos:end], after
         if text.startswith(",", pos):
             pos += 1
         if not clean and has_surrogates(raw):
@@ -286,13 +307,40 @@ def parse_csv_record(text: str, pos: int) -> tuple[list[str], int]:
         pos += 1  # the delimiter
 
 
-def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
+def _runs_over_records(text: str, pos: int, end: int, width: int, i_out: int, labels: list[str] | None) -> int | None:
+    """The first line after the first of the record text[pos:end] that reads, on its own, as a
+    record of this file: `width` fields and (given `labels`) a label of the task's set, 1-based
+    within the record; None when none does (a message over several lines reads as no record)."""
+    found = []
+    for k, line in enumerate(text[pos:end].split("\n")[1:], start=2):
+        try:
+            fields, _ = parse_csv_record(line, 0)
+        except _MalformedQuote:
+            continue
+        if len(fields) == width:
+            found.append((k, fields[i_out]))
+    if not found or labels is None:
+        return found[0][0] if found else None
+    spelled = pl.Series("label", [label for _, label in found], dtype=pl.String).to_frame().select(label_expr(pl.col("label")))
+    return next((k for (k, _), label in zip(found, spelled["label"]) if label in labels), None)
+
+
+def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62,
+             labels: list[str] | None = None) -> _Records:
     """RFC 4180 CSV, strictly (parse_csv_record); the line of each record is the line it starts on.
 
     A record with a quote RFC 4180 does not allow is quarantined as `malformed_quote` with its
     first line, and parsing resumes on the next line: a record that starts there well-formed
     is kept, so one stray quote never merges two records into one, nor swallows the rows
     after it. Quoted newlines, commas and doubled quotes are fields' text as usual.
+
+    A quote that opens a field and never closes on its line is valid RFC 4180 up to the next
+    lone quote before a delimiter or a line end, however many lines later: everything between
+    would be one field. So a record over several lines is not taken when one of its later lines
+    reads on its own as a record of the file (the header's field count and, with a fixed label
+    set, `labels` in their one spelling, one of those labels; without one, only when the record
+    has the wrong field count): its first line is then `malformed_quote` and parsing resumes on
+    the next, so the records it ran over are kept.
     """
     text, clean = decode_text(read_input_bytes(path, max_bytes))
     rec = _Records([], [], [])
@@ -332,6 +380,15 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
             rec.quarantine.append((line, "malformed_quote", str(exc), printable(text[pos:end])))
             pos, line = end + 1, line + 1
             continue
+        spans = text.count("\n", pos, after - 1) + 1
+        runaway = None
+        if spans > 1 and (len(fields) != width or labels) and (k := _runs_over_records(text, pos, after - 1, width, i_out, labels)):
+            runaway = f"a quoted field runs on over {spans} lines, and its line {k} reads as a record of its own"
+        if runaway:  # the first line is the broken record; the lines it ran over are read again
+            end = text.find("\n", pos)
+            rec.quarantine.append((line, "malformed_quote", runaway + ": a quote that never closes on its line", printable(text[pos:end])))
+            pos, line = end + 1, line + 1
+            continue
         start, raw = line, text[pos:after - 1]
         pos, line = after, line + text.count("\n", pos, after)
         if fields == [""]:
@@ -364,7 +421,7 @@ def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_f
 def read_parquet(path: Path, input_field: str, output_field: str) -> _Records:
     open_regular(path).close()
     try:
-        df = pl.read_parquet(path)
+        df = pl.read_parquet(path, glob=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise IngestError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
     return _records_from_frame(df, path, input_field, output_field)
@@ -413,7 +470,8 @@ def source_format(source: SourceConfig, path: Path) -> str:
 
 
 def read_source(source: SourceConfig, input_field: str, output_field: str, root: Path | None = None, tick=None,
-                *, max_bytes: int = 2**62) -> _Records:
+                *, max_bytes: int = 2**62, labels: list[str] | None = None) -> _Records:
+    """One source's records. `labels`: a classification task's fixed set, normalized (read_csv)."""
     path = resolve_path(source.path, root)
     if not path.exists():
         raise IngestError(f"{source.path}: no such file or folder")
@@ -421,7 +479,7 @@ def read_source(source: SourceConfig, input_field: str, output_field: str, root:
     if fmt == "jsonl":
         return read_jsonl(path, input_field, output_field, tick, max_bytes=max_bytes)
     if fmt == "csv":
-        return read_csv(path, input_field, output_field, tick, max_bytes=max_bytes)
+        return read_csv(path, input_field, output_field, tick, max_bytes=max_bytes, labels=labels)
     if fmt == "parquet":
         return read_parquet(path, input_field, output_field)
     return read_hf(path, input_field, output_field, source.hf_split)
@@ -516,12 +574,14 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
     """
     labels = config.label_set(root)
     task = config.task
+    known = normalize_labels(labels) if labels is not None and task.kind == "classification" else None
     frames, quarantines = [], []
     sources = [("train", s) for s in config.data.train] + [("eval", s) for s in config.data.eval]
     for split, source in sources:
         tick = None if progress is None else (lambda advance, total, p=source.path: progress(p, advance, total))
         config.read_path(source.path, root)  # inside the project, symlinks followed (unless allowed)
-        rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes)
+        rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes,
+                          labels=known)
         rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
         frames.append(rows)
         quarantines.append(quarantine)

@@ -17,6 +17,7 @@ import codecs
 import gzip
 import lzma
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -127,8 +128,18 @@ def read_input_bytes(path: Path, max_bytes: int) -> bytes:
                 raise IngestError(f"{path}: decompresses to more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
     wide = next((enc for bom, enc in _WIDE_BOMS if data.startswith(bom)), None) or _sniff_wide(data)
     if wide is not None:  # the utf-16/utf-32 codecs read a BOM for the byte order and drop it
-        data = data.decode(wide, errors=_MARK).encode("utf-8", "surrogateescape")
+        data = _decode_wide(data, wide).encode("utf-8", "surrogateescape")
     return data
+
+
+def _decode_wide(data: bytes, encoding: str) -> str:
+    """`data` decoded; what does not decode marked (_MARK). FF FE 00 00 opens UTF-32-LE, and
+    UTF-16-LE text whose first character is NUL: the reading with fewer NULs and marks is taken
+    (UTF-16 read as UTF-32 hardly decodes; UTF-32 read as UTF-16 is half NULs)."""
+    if encoding == "utf-32" and data.startswith(b"\xff\xfe\x00\x00"):
+        readings = [data.decode(candidate, errors=_MARK) for candidate in ("utf-32", "utf-16")]
+        return min(readings, key=lambda text: text.count("\x00") + text.count("\udcff"))
+    return data.decode(encoding, errors=_MARK)
 
 
 def decode_text(data: bytes) -> tuple[str, bool]:
@@ -152,7 +163,13 @@ def has_surrogates(text: str) -> bool:
         return True
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def printable(raw: str) -> str:
-    """Raw text made safe to store: undecodable bytes become U+FFFD, length capped."""
-    fixed = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """Raw text made safe to store: undecodable bytes and lone surrogates become U+FFFD, length capped."""
+    try:
+        fixed = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a lone surrogate a JSON escape named ("\ud800", which json.loads takes): no byte
+        fixed = _SURROGATE.sub("\ufffd", raw)
     return fixed if len(fixed) <= MAX_RAW_CHARS else fixed[:MAX_RAW_CHARS] + f"... [{len(fixed)} chars]"

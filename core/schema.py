@@ -64,10 +64,16 @@ def label_expr(expr: pl.Expr) -> pl.Expr:
     )
 
 
+def spell_labels(labels: list[str]) -> list[str]:
+    """Each label in the spelling `label_expr` gives rows' labels (same order and length)."""
+    series = pl.Series("label", labels, dtype=pl.String)
+    return series.to_frame().select(label_expr(pl.col("label")))["label"].to_list()
+
+
 def normalize_labels(labels: list[str]) -> list[str]:
     """A fixed class set in the spelling `label_expr` gives rows' labels (order kept, repeats once)."""
-    series = pl.Series("label", labels, dtype=pl.String)
-    return list(dict.fromkeys(series.to_frame().select(label_expr(pl.col("label")))["label"].to_list()))
+    return list(dict.fromkeys(spell_labels(labels)))
+
 
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {
     "split": pl.String(),

@@ -357,3 +357,58 @@ def test_concatenated_files_bom_and_header_in_the_middle(tmp_path):
     assert _rows(tmp_path, "cat.jsonl", jsonl.encode()) == ([(1, "from a", "a"), (2, "from b", "b")], [])
     csv = f"{bom}text,label\nfrom a,a\n{bom}text,label\nfrom b,b\n"
     assert _rows(tmp_path, "cat.csv", csv.encode()) == ([(2, "from a", "a"), (4, "from b", "b")], [(3, "repeated_header")])
+
+
+def test_a_lone_surrogate_escape_in_a_json_array_is_invalid_utf8(tmp_path):
+    """json.loads (arrays) takes "\\ud800" where orjson (JSON Lines) refuses it: storing its raw text raised (found by the fuzzer)."""
+    data = b'[{"text": "\\ud800card", "label": "a"}, {"text": "fine one", "label": "b"}]'
+    kept, quarantined = _rows(tmp_path, "lone.json", data)
+    assert kept == [(2, "fine one", "b")] and quarantined == [(1, "invalid_utf8")]
+
+
+def test_a_quote_left_open_never_runs_over_the_records_after_it(tmp_path):
+    """A field opened on line 2 and closed by a lone quote two lines later is valid RFC 4180, and was read as one
+    row with the last line's label: the good record between them vanished into it (found by the fuzzer)."""
+    kept, quarantined = _csv(tmp_path, 'text,label\n"my card never came,a\nfine one,b\nlater one",c\nlast one,a\n')
+    assert kept == [(3, "fine one", "b"), (5, "last one", "a")]
+    assert quarantined == [(2, "malformed_quote"), (4, "malformed_quote")]
+    # run on into the wrong field count: the three lines were one wrong_field_count record, the good one lost in it
+    kept, quarantined = _csv(tmp_path, 'text,label\n"opened here,a\nfine one,b\nlater",c,extra\nafter it,c\n')
+    assert kept == [(3, "fine one", "b"), (5, "after it", "c")]
+    assert quarantined == [(2, "malformed_quote"), (4, "malformed_quote")]
+    # the same with no fixed label set: a line of the header's field count is a record
+    cfg = base_config(tmp_path, [str(tmp_path / "raw.csv")], task={"labels": None})
+    rows, quarantine, _ = ingest(Config.model_validate(cfg))
+    assert rows["line"].to_list() == [3, 5] and quarantine.select("line", "reason").rows() == [(2, "malformed_quote"), (4, "malformed_quote")]
+    # a record with a quoted newline in a field too many is one wrong_field_count record
+    kept, quarantined = _csv(tmp_path, 'text,label\ncard,a,"\n"\nafter it,c\n')
+    assert kept == [(4, "after it", "c")] and quarantined == [(2, "wrong_field_count")]
+    # a message over several lines, commas in them, is still one record
+    kept, quarantined = _csv(tmp_path, 'text,label\n"Dear team,\nmy card, the new one\ndid not come",a\nnext,b\n')
+    assert kept == [(2, "Dear team,\nmy card, the new one\ndid not come", "a"), (5, "next", "b")] and quarantined == []
+
+
+def test_a_fixed_label_set_is_in_the_labels_spelling_everywhere(tmp_path):
+    """task.labels is what balancing plans and evaluation scores against: `ａ` there and `a` in rows were two classes."""
+    from pydantic import ValidationError
+
+    cfg = Config.model_validate(base_config(tmp_path, ["x.jsonl"], task={"labels": ["\uff41", "b\u200b", " top  up "]}))
+    assert cfg.task.labels == ["a", "b", "top up"] and cfg.label_set() == ["a", "b", "top up"]
+    with pytest.raises(ValidationError, match="labels contains duplicates"):
+        Config.model_validate(base_config(tmp_path, ["x.jsonl"], task={"labels": ["a", "\uff41"]}))
+    with pytest.raises(ValidationError, match="blank or invisible characters only"):
+        Config.model_validate(base_config(tmp_path, ["x.jsonl"], task={"labels": ["a", "\u200b"]}))
+    (tmp_path / "labels.json").write_text(json.dumps(["\uff41", "a", "b"]))
+    cfg = Config.model_validate(base_config(tmp_path, ["x.jsonl"], task={"labels": None, "labels_file": str(tmp_path / "labels.json")}))
+    assert cfg.label_set() == ["a", "b"]
+
+
+def test_a_utf16_file_starting_with_nul_is_not_read_as_utf32(tmp_path):
+    """FF FE 00 00 is UTF-32-LE's mark, and UTF-16-LE's mark before a NUL: the whole file was invalid_utf8 (found by the fuzzer)."""
+    lines = '\x00{"text": "first one", "label": "a"}\n{"text": "second one", "label": "b"}\n'
+    kept, quarantined = _rows(tmp_path, "nul.jsonl", b"\xff\xfe" + lines.encode("utf-16-le"))
+    assert kept == [(2, "second one", "b")] and quarantined == [(1, "invalid_json")]
+    # a UTF-32 file cut mid-character is still UTF-32: its last line is quarantined, the rest kept
+    for cut in (1, 2, 3):
+        kept, quarantined = _rows(tmp_path, "cut32.jsonl", lines[1:].encode("utf-32")[:-4 - cut])
+        assert kept == [(1, "first one", "a")] and quarantined == [(2, "invalid_utf8")]
