@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Optional
 
@@ -38,7 +35,7 @@ from core.config import ConfigError, load_config
 from core.engine import chat, exit_now, make_llm
 from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
 from core.review import ReviewError, find_snapshot
-from core.snapshot import list_snapshots, read_manifest
+from core.snapshot import code_version, list_snapshots, read_manifest
 from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
 from flows import cli_review, cli_server, cli_templates, cli_train
@@ -47,6 +44,7 @@ from flows.cli_summary import print_run, print_summary
 from flows.curate_and_train import curate_and_train
 from flows.logs import console_log
 from flows.runner import with_runner
+from flows.server import PrefectServer, ServerError, api_healthy
 
 app = typer.Typer(
     name="curate",
@@ -164,12 +162,10 @@ def dedupe(
     console.print(f"kept rows: {out}" + (f"; clusters: {clusters}" if clusters else ""), markup=False, highlight=False)
 
 
-def _api_healthy(api_url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:
-            return resp.status == 200
-    except OSError:
-        return False
+def deployment_version() -> str:
+    """The deployment's version: the package's, and the commit of the checkout it is served from."""
+    code = code_version(None)
+    return core.__version__ + (f"+{code['git_commit'][:12]}" if code.get("git_commit") else "")
 
 
 @app.command()
@@ -179,41 +175,43 @@ def serve(
     port: int = typer.Option(4200, help="Port of the Prefect server."),
     start_server: bool = typer.Option(True, "--start-server/--no-start-server", help="Start a local Prefect server (SQLite under Prefect's home, ./.prefect) unless one answers."),
     overrides: list[str] = typer.Option([], "--set", "-s", help="Default overrides of the deployment (e.g. --set runner.kind=ray)."),
+    cron: Optional[str] = typer.Option(None, "--cron", help="Also run on this schedule (cron syntax, e.g. '0 3 * * *': nightly at 03:00)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Runs this process executes at once (default: no limit; the engine limit still holds)."),
 ) -> None:
     """Serve the deployment curate-and-train/default on a Prefect server (started here if needed).
 
-    Then, from another shell: PREFECT_API_URL=http://127.0.0.1:4200/api prefect deployment run curate-and-train/default --watch
+    The API is Prefect's setting PREFECT_API_URL (environment or profile), else a server
+    started here on HOST:PORT. Then, from another shell: prefect deployment run curate-and-train/default --watch
     """
     try:
         cfg = load_config(config, overrides)
     except ConfigError as exc:
         fail(str(exc))
-    api = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value() or f"http://{host}:{port}/api"
-    os.environ["PREFECT_API_URL"] = api  # the server and the served runs' processes inherit it
+    api = PREFECT_API_URL.value() or f"http://{host}:{port}/api"  # the environment, a profile, or pyproject's defaults
+    os.environ.setdefault("PREFECT_API_URL", api)  # the served runs' processes talk to the same server
     home = Path(get_current_settings().home)
     server = None
-    if not _api_healthy(api):
+    if not api_healthy(api):
         if not start_server:
             fail(f"no Prefect server answers at {api}")
         home.mkdir(parents=True, exist_ok=True)
-        log = open(home / "server.log", "ab")
-        server = subprocess.Popen([str(Path(sys.executable).with_name("prefect")), "server", "start", "--host", host, "--port", str(port)],
-                                  stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 180
-        while not _api_healthy(api):
-            if server.poll() is not None or time.time() > deadline:
-                fail(f"the Prefect server did not start; see {log.name}")
-            time.sleep(1)
+        try:
+            server = PrefectServer(host, port, log=home / "server.log").start()
+            server.wait_healthy()
+        except ServerError as exc:
+            fail(str(exc), code=1)
         console.print(f"Prefect server on {api} (UI: http://{host}:{port}), database under {home}", highlight=False, markup=False)
     console.print("serving curate-and-train/default; run it with: prefect deployment run curate-and-train/default --watch", highlight=False)
     console_log()  # the runs' stage and progress lines here too (the UI gets them through Prefect)
     try:
         with temporary_settings(updates={PREFECT_API_URL: api}):
-            with_runner(curate_and_train, cfg).serve(name="default", parameters={"config": str(config), "overrides": list(overrides)})
+            with_runner(curate_and_train, cfg).serve(
+                name="default", parameters={"config": str(config), "overrides": list(overrides)},
+                tags=["curate-and-train", cfg.name], version=deployment_version(), cron=cron, limit=limit,
+                description=f"Curate {cfg.name} into a snapshot, then train and evaluate an adapter on it ({config}).")
     finally:
         if server is not None:
-            server.terminate()
-            server.wait(timeout=30)
+            server.stop()
 
 
 @model_app.command("prepare")

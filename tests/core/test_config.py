@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from core.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
+from core.config import MAX_CONFIG_BYTES, Config, ConfigError, _parse_value, load_config
 from tests.conftest import write_config
 
 SHIPPED = sorted(Path("configs").glob("*.yaml"))
@@ -201,3 +201,12 @@ def test_a_bad_override_is_a_message(tmp_path):
     for item in ("=x", " =1", ".=1", "="):
         with pytest.raises(ConfigError, match="expected key.path=value"):
             load_config("configs/banking77.yaml", [item])
+
+
+def test_an_override_is_read_with_the_bounded_yaml_loader():
+    """--set values were parsed with yaml.safe_load: an alias bomb in one was expanded in full."""
+    levels = ["a: &a [x,x,x,x,x,x,x,x,x,x]"] + [f"{n}: &{n} [{','.join([f'*{p}'] * 10)}]"
+                                                for p, n in zip("abcdefg", "bcdefgh")]
+    bomb = "{" + ", ".join(levels) + "}"  # 10^8 strings once expanded
+    assert _parse_value(bomb) == bomb  # refused as YAML: it stays the text it was
+    assert _parse_value("[1, 2]") == [1, 2] and _parse_value("{k: v}") == {"k": "v"}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import core
 from core.review import review_status
 
 pytestmark = pytest.mark.slow
@@ -104,6 +105,16 @@ def test_deployment_run_completes_with_snapshot_adapter_and_artifacts(served, tm
     assert [s["cache"] for s in last["model_stages"]] == ["hit", "hit"]
     assert Path(last["snapshot"]).parent == snaps[0].parent.parent and Path(last["snapshot"]) == snaps[0].parent
     assert Path(last["adapter"]) == adapters[0].parent
+
+
+def test_the_served_deployment_has_its_tags_version_and_description(served):
+    env, home = served
+    out = subprocess.run([str(BIN / "prefect"), "deployment", "inspect", "curate-and-train/default"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "'curate-and-train'" in out.stdout and "'banking77'" in out.stdout  # tags: the product, the dataset
+    assert re.search(r"'version': '" + re.escape(core.__version__) + r"\+[0-9a-f]{12}'", out.stdout), out.stdout[:3000]
+    assert "Curate banking77 into a snapshot" in out.stdout
 
 
 def test_review_gate_pauses_and_records_the_decision(served, tmp_path):
