@@ -89,7 +89,7 @@ class _NoLabel:
 TICK = 50_000
 
 
-def _repeated_task_keys(raw: str, keys: dict[str, str]) -> str | None:
+def _repeated_task_keys(raw: str | bytes, keys: dict[str, str] | dict[str, bytes]) -> str | None:
     """Which task fields a JSON object gives more than once, as a detail (None: none).
 
     The parser keeps the last value, so the first would be lost without a word; which one
@@ -118,39 +118,60 @@ def _json_keys(input_field: str, output_field: str) -> dict[str, str]:
     return {f: orjson.dumps(f).decode() for f in dict.fromkeys((input_field, output_field))}
 
 
+_BOM_BYTES = BOM.encode()
+
+
+def _lines(data: bytes):
+    """The lines of `data` ("\n" ends one), one at a time: no list of them all is built."""
+    start = 0
+    while (end := data.find(b"\n", start)) >= 0:
+        yield data[start:end]
+        start = end + 1
+    yield data[start:]
+
+
 def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
-    """JSON Lines, one object a line; a file holding one JSON array reads as _read_json_array."""
-    text, clean = decode_text(read_input_bytes(path, max_bytes))
-    if _is_json_array(text):
+    """JSON Lines, one object a line; a file holding one JSON array reads as _read_json_array.
+
+    Read as bytes, a line at a time (orjson parses UTF-8 bytes and refuses what is not UTF-8),
+    so the file is held once, not also as text and as a list of lines: a line is decoded only
+    to be quarantined or when it fails to parse.
+    """
+    data = read_input_bytes(path, max_bytes)
+    if _is_json_array(data):
+        text, clean = decode_text(data)
         return _read_json_array(text, clean, input_field, output_field, tick)
     rec = _Records([], [], [])
-    keys = _json_keys(input_field, output_field)
-    if "\r" in text:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
-        text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lines = text.split("\n")
+    keys = {field: spelled.encode() for field, spelled in _json_keys(input_field, output_field).items()}
+    if b"\r" in data:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if tick is not None:
-        tick(0, len(lines))
-    for lineno, line in enumerate(lines, start=1):
+        tick(0, data.count(b"\n") + 1)
+    for lineno, line in enumerate(_lines(data), start=1):
         if tick is not None and lineno % TICK == 0:
             tick(TICK, None)
-        if line.startswith(BOM):
-            line = line[1:]  # a second file's byte-order mark, where files were concatenated
+        while line.startswith(_BOM_BYTES):
+            line = line[3:]  # a file's byte-order mark, or a second file's where files were concatenated
         if not line.strip():
             continue  # blank lines carry no record
-        if not clean and has_surrogates(line):
-            rec.quarantine.append((lineno, "invalid_utf8", "bytes that are not UTF-8", printable(line)))
-            continue
         try:
             obj = orjson.loads(line)  # 3x faster than json.loads; the same JSON grammar
         except orjson.JSONDecodeError as exc:
-            rec.quarantine.append((lineno, "invalid_json", f"{exc.msg} (column {exc.colno})", printable(line)))
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError:
+                rec.quarantine.append((lineno, "invalid_utf8", "bytes that are not UTF-8", printable(line.decode("utf-8", "surrogateescape"))))
+                continue
+            if text.strip():  # (a line of Unicode spaces only is blank too)
+                rec.quarantine.append((lineno, "invalid_json", f"{exc.msg} (column {exc.colno})", printable(text)))
             continue
         if not isinstance(obj, dict):
-            rec.quarantine.append((lineno, "not_an_object", f"a JSON {type(obj).__name__} where an object was expected", printable(line)))
+            rec.quarantine.append((lineno, "not_an_object", f"a JSON {type(obj).__name__} where an object was expected",
+                                   printable(line.decode("utf-8"))))
             continue
         repeated = _repeated_task_keys(line, keys)
         if repeated:
-            rec.quarantine.append((lineno, "duplicate_key", repeated, printable(line)))
+            rec.quarantine.append((lineno, "duplicate_key", repeated, printable(line.decode("utf-8"))))
             continue
         rec.lines.append(lineno)
         rec.values.append((obj.get(input_field, _MISSING), obj.get(output_field, _MISSING)))
@@ -158,18 +179,19 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
 
 
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
+_LEAD = re.compile(rb"(?:[ \t\n\r]|\xef\xbb\xbf)*")  # JSON's whitespace and byte-order marks, as bytes
 
 
-def _is_json_array(text: str) -> bool:
-    """Whether the text is one JSON array (`[` first) rather than JSON Lines whose first record is an array."""
-    start = _WS.match(text).end()
-    if not text.startswith("[", start):
+def _is_json_array(data: bytes) -> bool:
+    """Whether the file is one JSON array (`[` first) rather than JSON Lines whose first record is an array."""
+    start = _LEAD.match(data).end()
+    if not data.startswith(b"[", start):
         return False
-    end = text.find("\n", start)
-    if end < 0 or not text[end:].strip():
+    end = data.find(b"\n", start)
+    if end < 0 or not data[end:].strip():
         return True  # one line in all: the array
     try:
-        orjson.loads(text[start:end])
+        orjson.loads(data[start:end])
     except orjson.JSONDecodeError:
         return True  # the first line does not close it: a multi-line array
     return False
@@ -225,7 +247,7 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
     decoder = json.JSONDecoder(parse_constant=_no_constant)  # strict: control characters in strings are refused
     if tick is not None:
         tick(0, None)
-    pos, n, line, counted = _WS.match(text).end() + 1, 0, 1, 0
+    pos, n, line, counted = text.index("[") + 1, 0, 1, 0  # after blanks and byte-order marks only (_is_json_array)
     while True:
         pos = _WS.match(text, pos).end()
         if pos >= len(text) or text[pos] == "]":
@@ -583,9 +605,11 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
         rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes,
                           labels=known)
         rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
+        del rec  # its Python strings, several times the file, are in the frame now (memory: bench/bench_ingest_memory.py)
         frames.append(rows)
         quarantines.append(quarantine)
     raw = pl.concat(frames) if frames else pl.DataFrame(schema={"split": pl.String})
+    del frames
     checked = validate_rows(
         raw,
         max_field_bytes=config.ingest.max_field_bytes,
@@ -593,6 +617,7 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
         kind=task.kind,
         class_pattern=task.class_pattern,
     )
+    del raw
     bad = checked.filter(pl.col("drop_reason").is_not_null()).select(
         "split", "source", "line",
         pl.col("drop_reason").alias("reason"),
@@ -601,6 +626,7 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
         .map_elements(printable, return_dtype=pl.String).alias("raw"),
     )
     good = checked.filter(pl.col("drop_reason").is_null())
+    del checked
     good = good.with_columns(
         row_id=row_ids(good["split"], good["input"], good["output"]),  # the raw text: ids stay when normalization changes
         pii=pl.lit([], dtype=pl.List(pl.String)),

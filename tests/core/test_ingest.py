@@ -412,3 +412,12 @@ def test_a_utf16_file_starting_with_nul_is_not_read_as_utf32(tmp_path):
     for cut in (1, 2, 3):
         kept, quarantined = _rows(tmp_path, "cut32.jsonl", lines[1:].encode("utf-32")[:-4 - cut])
         assert kept == [(1, "first one", "a")] and quarantined == [(2, "invalid_utf8")]
+
+
+def test_a_stray_quote_in_a_json_array_breaks_only_its_element(tmp_path):
+    """`"{"` parsed as a string element and the rest of the object as another; a quote at an inner line's
+    start looked like the next element (both found by the fuzzer)."""
+    data = b'[\n"{"text": "one here", "label": "a"},\n{"text": "fine one", "label": "b"}\n]'
+    assert _rows(tmp_path, "stray.json", data) == ([(2, "fine one", "b")], [(1, "invalid_json")])
+    data = b'[\n  {\n  "  "text": "one here",\n    "label": "a"\n  },\n  {\n    "text": "fine one",\n    "label": "b"\n  }\n]'
+    assert _rows(tmp_path, "inner.json", data) == ([(2, "fine one", "b")], [(1, "invalid_json")])
