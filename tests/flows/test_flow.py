@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
 
 import core.config as core_config
 from core.review import record_review
@@ -141,7 +142,9 @@ def test_the_config_is_read_once_per_run_and_every_stage_reports_its_cache(harne
 
 def test_in_process_review_gate_stops_until_approved(harness, tmp_path):
     overrides = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snapshots'}", f"output.runs={tmp_path / 'runs'}", f"output.cache={tmp_path / 'cache'}"]
-    with pytest.raises(ReviewRejected, match="awaits review"):
+    # no API URL, as a `curate run` without a server: the ephemeral API (the harness's server stands in for it),
+    # where nobody could answer a pause; test_deployment pauses on a server
+    with temporary_settings(restore_defaults={PREFECT_API_URL}), pytest.raises(ReviewRejected, match="awaits review"):
         curate_and_train(config="configs/viggo.yaml", overrides=overrides, require_review=True)
     folder = next((tmp_path / "snapshots" / "viggo").glob("*/manifest.json")).parent
     record_review(folder, "reject", by="ana", note="too few requests")
