@@ -23,7 +23,7 @@ from core.config import Config, load_config
 from core.engine import exit_now
 from core.io import write_json
 from flows.cache import write_rows_stage
-from flows.proc import child_log_handler
+from flows.proc import child_log_handler, die_with_parent
 from synthesis.synthesize import synthesize_stage
 from trainers.evaluate import evaluate
 from trainers.format_check import FormatViolationError
@@ -62,6 +62,7 @@ def main(argv: list[str]) -> None:
     if len(argv) != 2 or argv[0] not in JOBS:
         sys.exit(f"usage: python -m flows.child {{{','.join(JOBS)}}} JOB_FILE")
     job, spec = argv[0], json.loads(Path(argv[1]).read_text())
+    die_with_parent(spec["parent_pid"])  # a killed run leaves no orphan behind (flows/proc.py)
     child_log_handler()  # progress lines on stdout, passed on by the parent (flows/proc.py)
     JOBS[job](load_config(spec["config"]), spec["inputs"])
     if job in ENGINE_JOBS:

@@ -12,7 +12,8 @@ runner threads around it; training holds gigabytes that a child gives back when 
 The child's output goes to a log file; its `curate` lines (progress with counts and an
 ETA) are passed on to this process's log as they come (core.progress); a failure raises
 with the last lines of that log, the child's own error, not a framework traceback. The
-child gets SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG), even by SIGKILL, so a
+child asks for SIGTERM when its parent dies (Linux PR_SET_PDEATHSIG, set by the child
+itself: no preexec_fn in a threaded process), even by SIGKILL, so a
 killed run leaves no orphan writing into a folder the re-run is about to use; a child
 that runs a vLLM engine takes the engine's processes down with it (core.engine).
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -43,11 +45,21 @@ class ChildFailed(RuntimeError):
     """A stage's child process exited non-zero; the message carries the end of its log."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+def die_with_parent(parent_pid: int) -> None:
+    """In the child, first thing: SIGTERM when the parent that started it dies (Linux PR_SET_PDEATHSIG).
+
+    Set by the child itself, not in a `preexec_fn` (between fork and exec of a threaded
+    process, as a Prefect run is, only async-signal-safe calls are safe). A parent that died
+    before the call is seen afterwards: the child was re-parented, and it leaves at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return  # elsewhere the child may outlive a killed parent
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
-        pass  # not Linux: the child may outlive a killed parent
+        return
+    if os.getppid() != parent_pid:
+        sys.exit(f"the run that started this {CHILD_MODULE} process (pid {parent_pid}) is gone")
 
 
 def child_log_handler(stream=None) -> logging.Handler:
@@ -77,14 +89,13 @@ def run_job(job: str, inputs: dict, config: BaseModel, *, folder: str | Path, wh
     handed to `on_progress` (Prefect's progress artifact)."""
     folder, log = Path(folder), Path(log)
     config_file = write_resolved(config, folder / "config.json")
-    job_file = write_json({"job": job, "config": str(config_file), "inputs": {k: str(v) for k, v in inputs.items()}},
-                          folder / f"{job}.job.json")
+    job_file = write_json({"job": job, "config": str(config_file), "inputs": {k: str(v) for k, v in inputs.items()},
+                           "parent_pid": os.getpid()}, folder / f"{job}.job.json")
     log.parent.mkdir(parents=True, exist_ok=True)
     progress_log = logging.getLogger(PROGRESS_LOGGER)
     with open(log, "ab") as fh:
         child = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, job, str(job_file)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT,
-                                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                                 stderr=subprocess.STDOUT)
         for raw in child.stdout:
             fh.write(raw)
             fh.flush()
