@@ -72,7 +72,9 @@ def test_the_run_summary_says_what_happened_where_it_is_and_what_next_with_user_
 
 
 def _curate(*args: str, cwd=None, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    # wide lines: a message is checked as printed, not where the console wrapped a long tmp path
+    return subprocess.run([sys.executable, "-m", "curate", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env={**os.environ, "COLUMNS": "500"})
 
 
 def test_unreadable_configs_and_bad_overrides_are_messages_not_tracebacks(tmp_path):
