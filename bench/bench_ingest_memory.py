@@ -1,7 +1,10 @@
 """Peak memory of ingest on a big generated JSONL file, against the file's size.
 
-    .venv/bin/python bench/bench_ingest_memory.py              # ~50 MB, 400k records
-    .venv/bin/python bench/bench_ingest_memory.py --mb 170
+    .venv/bin/python bench/bench_ingest_memory.py              # ~50 MB, 330k records
+    .venv/bin/python bench/bench_ingest_memory.py --mb 170 --batches 0,50000,10000
+
+Each batch size (ingest.batch_records) is measured on the same file; 0 stands for the
+whole file in one batch, as ingest read before it parsed in batches (the baseline).
 
 Each measurement runs `core.ingest.ingest` in a fresh child process and reads its peak
 resident set (getrusage's ru_maxrss), less what the child held after its imports, so the
@@ -29,11 +32,12 @@ import polars as pl
 from core.config import Config
 from core.ingest import ingest
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-path = Path(sys.argv[1])
+path, batch = Path(sys.argv[1]), int(sys.argv[2])
 cfg = Config.model_validate({
     "name": "bench", "allow_outside_paths": True,
     "task": {"kind": "classification", "input_field": "text", "output_field": "label"},
     "data": {"train": [{"path": str(path)}]},
+    "ingest": {"batch_records": batch or 2**62},
     "output": {"snapshots": str(path.parent / "s"), "runs": str(path.parent / "r")},
 })
 t = time.perf_counter()
@@ -63,8 +67,8 @@ def make_file(path: Path, mb: float, seed: int = 0) -> int:
     return n
 
 
-def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], cwd=ROOT, capture_output=True, text=True)
+def measure(path: Path, batch: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(path), str(batch)], cwd=ROOT, capture_output=True, text=True)
     if out.returncode:
         raise SystemExit(out.stderr)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -73,18 +77,20 @@ def measure(path: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=float, default=50.0, help="size of the generated JSONL file in MB (default 50)")
+    parser.add_argument("--batches", default="0,50000", help="batch sizes to compare, comma-separated; 0 = the whole file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "big.jsonl"
         n = make_file(path, args.mb)
         size = path.stat().st_size
-        got = measure(path)
-        cost = (got["peak_kb"] - got["base_kb"]) * 1024  # bytes
         print(f"file: {size / 2**20:.1f} MiB, {n:,} lines ({hashlib.sha256(path.read_bytes()).hexdigest()[:12]})")
-        print(f"ingest: {got['seconds']:.1f} s, {got['rows']:,} rows kept, {got['quarantined']:,} quarantined, digest {got['digest']}")
-        print(f"peak RSS: {got['peak_kb'] / 1024:.0f} MiB ({got['base_kb'] / 1024:.0f} MiB after imports): "
-              f"reading cost {cost / 2**20:.0f} MiB, {cost / size:.1f}x the file")
-
+        print("| batch_records | seconds | rows kept | quarantined | digest | peak RSS (MiB) | reading cost (MiB) | x the file |")
+        print("|---|---:|---:|---:|---|---:|---:|---:|")
+        for batch in (int(b) for b in args.batches.split(",")):
+            got = measure(path, batch)
+            cost = (got["peak_kb"] - got["base_kb"]) * 1024  # bytes
+            print(f"| {batch or 'whole file'} | {got['seconds']:.1f} | {got['rows']:,} | {got['quarantined']:,} | {got['digest']} "
+                  f"| {got['peak_kb'] / 1024:.0f} | {cost / 2**20:.0f} | {cost / size:.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -131,6 +131,14 @@ class IngestConfig(_Section):
     max_file_bytes: int = Field(
         4 * 1024**3, gt=0, description="a JSONL or CSV file larger than this (after decompression) is an error naming it"
     )
+    max_memory_mb: int | None = Field(
+        None, gt=0, description="resident memory (MB) past which ingest stops with an error naming the file it was "
+        "reading; unset: what the machine, its cgroup and `ulimit -v` left free when ingest started"
+    )
+    batch_records: int = Field(
+        50_000, gt=0, description="records parsed before they are typed into a table: memory holds one batch's "
+        "Python objects, not the whole file's"
+    )
 
 
 class NormalizeConfig(_Section):
@@ -391,16 +399,23 @@ class Config(_Section):
     def digest(self) -> str:
         """Hash of the resolved configuration (defaults included) that decides the data.
 
-        Where outputs go (`output`), where tasks run (`runner`) and how a model is then
-        trained on the data (`train`) change no row, so they are left out: the same data
-        gets the same snapshot id wherever it ran and whatever is trained on it.
+        Where outputs go (`output`), where tasks run (`runner`), how a model is then
+        trained on the data (`train`) and ingest's memory settings change no row, so they
+        are left out: the same data gets the same snapshot id wherever it ran and whatever
+        is trained on it.
         """
-        blob = json.dumps(self.model_dump(mode="json", exclude=set(DATA_INDEPENDENT)), sort_keys=True).encode()
+        exclude = {section: True for section in DATA_INDEPENDENT} | {
+            section: dict.fromkeys(fields, True) for section, fields in DATA_INDEPENDENT_FIELDS.items()
+        }
+        blob = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 # Config sections that change no curated row (left out of the snapshot's config hash).
 DATA_INDEPENDENT = ("output", "runner", "train", "allow_outside_paths")
+# Settings of other sections that change no row either: how much memory ingest may use and
+# how many records it parses at a time.
+DATA_INDEPENDENT_FIELDS = {"ingest": ("max_memory_mb", "batch_records")}
 # The paths (Config.paths keys) a run writes into; every other one it reads.
 WRITTEN = ("output.snapshots", "output.runs", "output.cache", "train.output_dir")
 

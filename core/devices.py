@@ -1,4 +1,5 @@
-"""Which number format the hardware computes fastest in: `dtype: auto` in the configs.
+"""What the machine offers: the number format it computes fastest in (`dtype: auto` in the
+configs), the engine's cores and malloc settings, and how much memory is left.
 
     from core.devices import resolve_dtype
     resolve_dtype("auto")            # "bfloat16" on a GPU or a CPU with bf16 instructions, else "float32"
@@ -16,8 +17,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal, get_args
+
+import psutil
 
 Dtype = Literal["auto", "bfloat16", "float16", "float32"]  # the configs' `dtype` fields
 DTYPES = get_args(Dtype)
@@ -164,3 +169,57 @@ def cuda_available() -> bool:
         return torch.cuda.is_available()
     except ImportError:
         return False
+
+
+def rss_bytes() -> int:
+    """This process's resident memory."""
+    return psutil.Process().memory_info().rss
+
+
+def _cgroup_headroom() -> int | None:
+    """What this process's cgroup may still allocate: its limit less its usage (cgroup v2's
+    memory.max and memory.current, or v1's limit_in_bytes and usage_in_bytes). None: no limit."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as fh:
+            groups = dict(line.rstrip("\n").split(":", 2)[1:] for line in fh if line.count(":") >= 2)
+    except OSError:
+        return None
+    root = Path("/sys/fs/cgroup")
+    pairs = []
+    if "" in groups:  # v2; in a container the group is the mount's root
+        pairs += [(root / groups[""].lstrip("/") / "memory.max", root / groups[""].lstrip("/") / "memory.current"),
+                  (root / "memory.max", root / "memory.current")]
+    if "memory" in groups:  # v1
+        pairs += [(root / "memory" / groups["memory"].lstrip("/") / "memory.limit_in_bytes",
+                   root / "memory" / groups["memory"].lstrip("/") / "memory.usage_in_bytes"),
+                  (root / "memory" / "memory.limit_in_bytes", root / "memory" / "memory.usage_in_bytes")]
+    for limit, usage in pairs:
+        try:
+            cap = limit.read_text().strip()
+            if cap != "max":
+                return int(cap) - int(usage.read_text())
+            return None
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def memory_headroom_bytes() -> int:
+    """How much more resident memory this process can take before the machine or its cgroup
+    refuses: the smaller of the machine's available memory (MemAvailable) and its cgroup's
+    limit less what the cgroup holds."""
+    room = [psutil.virtual_memory().available]
+    if (cgroup := _cgroup_headroom()) is not None:
+        room.append(cgroup)
+    return max(0, min(room))
+
+
+def address_space_limit() -> int | None:
+    """This process's address-space limit (RLIMIT_AS, `ulimit -v`) in bytes; None: unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def vms_bytes() -> int:
+    """This process's virtual size, what RLIMIT_AS counts."""
+    return psutil.Process().memory_info().vms

@@ -15,7 +15,9 @@ be used: reasons are stable snake_case strings (they become metrics):
 A whole-file problem (file missing, not a regular file, the configured column absent
 from a CSV header or a Parquet schema or named twice in a CSV header, a file that is not
 Parquet, one larger than `ingest.max_file_bytes`, a compressed file that does not
-decompress to its end) is a configuration error and stops the run with the file named.
+decompress to its end) is a configuration error and stops the run with the file named,
+as is running out of memory: records are parsed `ingest.batch_records` at a time and
+memory is checked after each batch against `ingest.max_memory_mb` (_MemoryBound).
 
 JSONL and CSV files may be gzip, bzip2 or xz compressed (told by their first bytes, so
 `messages.jsonl.gz` and a compressed `messages.jsonl` both read), and UTF-16 or UTF-32,
@@ -29,13 +31,15 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 import polars as pl
 
 from core.config import Config, SourceConfig, resolve_path
+from core.devices import address_space_limit, memory_headroom_bytes, rss_bytes, vms_bytes
 from core.ingest_files import (
     BOM,
     COMPRESSED_SUFFIXES,
@@ -63,11 +67,19 @@ __all__ = ["IngestError", "ingest", "parse_csv_record", "read_csv", "read_input_
 
 @dataclass
 class _Records:
-    """What a reader produced: parsed records and quarantined ones."""
+    """A batch of what a reader produced: parsed records and quarantined ones.
 
-    lines: list[int]
-    values: list[tuple[object, object]]  # (input, output) as found, any type; missing = _MISSING
-    quarantine: list[tuple[int, str, str, str]]  # (line, reason, detail, raw)
+    Readers yield one batch per `batch` records (ingest.batch_records) and ingest types each
+    into a frame before the next is parsed, so memory holds one batch's Python objects, not
+    the whole file's (several times the file: bench/bench_ingest_memory.py).
+    """
+
+    lines: list[int] = field(default_factory=list)
+    values: list[tuple[object, object]] = field(default_factory=list)  # (input, output) as found, any type; missing = _MISSING
+    quarantine: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, reason, detail, raw)
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.quarantine)
 
 
 class _Missing:
@@ -87,6 +99,7 @@ class _NoLabel:
 
 # How often (in records) a reader reports progress.
 TICK = 50_000
+BATCH = 50_000  # records a reader parses before it yields them (ingest.batch_records)
 
 
 def _repeated_task_keys(raw: str | bytes, keys: dict[str, str] | dict[str, bytes]) -> str | None:
@@ -130,7 +143,8 @@ def _lines(data: bytes):
     yield data[start:]
 
 
-def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62) -> _Records:
+def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62,
+               batch: int = BATCH) -> Iterator[_Records]:
     """JSON Lines, one object a line; a file holding one JSON array reads as _read_json_array.
 
     Read as bytes, a line at a time (orjson parses UTF-8 bytes and refuses what is not UTF-8),
@@ -140,8 +154,10 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
     data = read_input_bytes(path, max_bytes)
     if _is_json_array(data):
         text, clean = decode_text(data)
-        return _read_json_array(text, clean, input_field, output_field, tick)
-    rec = _Records([], [], [])
+        del data
+        yield from _read_json_array(text, clean, input_field, output_field, tick, batch=batch)
+        return
+    rec = _Records()
     keys = {field: spelled.encode() for field, spelled in _json_keys(input_field, output_field).items()}
     if b"\r" in data:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -150,6 +166,9 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
     for lineno, line in enumerate(_lines(data), start=1):
         if tick is not None and lineno % TICK == 0:
             tick(TICK, None)
+        if len(rec) >= batch:
+            yield rec
+            rec = _Records()
         while line.startswith(_BOM_BYTES):
             line = line[3:]  # a file's byte-order mark, or a second file's where files were concatenated
         if not line.strip():
@@ -175,7 +194,7 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
             continue
         rec.lines.append(lineno)
         rec.values.append((obj.get(input_field, _MISSING), obj.get(output_field, _MISSING)))
-    return rec
+    yield rec
 
 
 _WS = re.compile(r"[ \t\n\r]*")  # JSON's whitespace
@@ -232,7 +251,8 @@ def _parses_as_element(text: str, pos: int, decoder: json.JSONDecoder) -> bool:
     return after >= len(text) or text[after] in ",]"
 
 
-def _read_json_array(text: str, clean: bool, input_field: str, output_field: str, tick=None) -> _Records:
+def _read_json_array(text: str, clean: bool, input_field: str, output_field: str, tick=None, *,
+                     batch: int = BATCH) -> Iterator[_Records]:
     """A JSON array of records. `line` is an element's 1-based position in the array (as a
     Parquet row number: in a one-line export every element is on line 1); a quarantined
     element's detail also gives its text line.
@@ -242,7 +262,7 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
     record, as where its records begin cannot be told. A missing `]` at the end (a cut
     file) loses nothing that was complete before it.
     """
-    rec = _Records([], [], [])
+    rec = _Records()
     keys = _json_keys(input_field, output_field)
     decoder = json.JSONDecoder(parse_constant=_no_constant)  # strict: control characters in strings are refused
     if tick is not None:
@@ -252,6 +272,9 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
         pos = _WS.match(text, pos).end()
         if pos >= len(text) or text[pos] == "]":
             break
+        if len(rec) >= batch:
+            yield rec
+            rec = _Records()
         n += 1
         line, counted = line + text.count("\n", counted, pos), pos
         try:
@@ -284,7 +307,7 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
         rec.quarantine.append((n + 1, "invalid_json", f"after the array's closing bracket (line {line}): text that belongs to no element", printable(rest.strip())))
     if tick is not None:
         tick(n, None)
-    return rec
+    yield rec
 
 
 # RFC 4180, strictly: a quoted field opens at the field's start and closes right before a
@@ -348,7 +371,7 @@ def _runs_over_records(text: str, pos: int, end: int, width: int, i_out: int, la
 
 
 def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62,
-             labels: list[str] | None = None) -> _Records:
+             labels: list[str] | None = None, batch: int = BATCH) -> Iterator[_Records]:
     """RFC 4180 CSV, strictly (parse_csv_record); the line of each record is the line it starts on.
 
     A record with a quote RFC 4180 does not allow is quarantined as `malformed_quote` with its
@@ -365,7 +388,7 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
     the next, so the records it ran over are kept.
     """
     text, clean = decode_text(read_input_bytes(path, max_bytes))
-    rec = _Records([], [], [])
+    rec = _Records()
     # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
     # U+2028 and form feeds inside a field stay text, as in an editor's line count.
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -374,7 +397,7 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
     if text.endswith("\n"):
         text = text[:-1]  # the file's final newline ends the last line; it starts none
     if not text:
-        return rec
+        return
     if tick is not None:
         tick(0, text.count("\n") + 1)
     try:
@@ -394,6 +417,9 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
         if tick is not None and line // TICK != reported // TICK:
             tick(line - reported, None)
             reported = line
+        if len(rec) >= batch:
+            yield rec
+            rec = _Records()
         try:
             fields, after = parse_csv_record(text, pos)
         except _MalformedQuote as exc:  # quarantine the record's first line; resume on the next one
@@ -426,30 +452,32 @@ def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_
             continue
         rec.lines.append(start)
         rec.values.append((fields[i_in], fields[i_out]))
-    return rec
+    yield rec
 
 
-def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_field: str) -> _Records:
+def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_field: str,
+                        batch: int = BATCH) -> Iterator[_Records]:
+    """The frame's rows as records, `batch` at a time; a row's line is its 1-based row number."""
     missing = [f for f in (input_field, output_field) if f not in df.columns]
     if missing:
         raise IngestError(f"{path}: column(s) {missing} not in {df.columns}")
-    rec = _Records([], [], [])
-    for n, (a, b) in enumerate(zip(df[input_field].to_list(), df[output_field].to_list()), start=1):
-        rec.lines.append(n)
-        rec.values.append((a, b))
-    return rec
+    df = df.select(input_field, output_field) if input_field != output_field else df.select(input_field)
+    for offset in range(0, max(df.height, 1), batch):
+        part = df.slice(offset, batch)
+        values = list(zip(part[input_field].to_list(), part[output_field].to_list()))
+        yield _Records(list(range(offset + 1, offset + 1 + part.height)), values)
 
 
-def read_parquet(path: Path, input_field: str, output_field: str) -> _Records:
+def read_parquet(path: Path, input_field: str, output_field: str, batch: int = BATCH) -> Iterator[_Records]:
     open_regular(path).close()
     try:
         df = pl.read_parquet(path, glob=False)
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise IngestError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
-    return _records_from_frame(df, path, input_field, output_field)
+    yield from _records_from_frame(df, path, input_field, output_field, batch)
 
 
-def read_hf(path: Path, input_field: str, output_field: str, split: str | None) -> _Records:
+def read_hf(path: Path, input_field: str, output_field: str, split: str | None, batch: int = BATCH) -> Iterator[_Records]:
     import datasets
 
     try:
@@ -460,16 +488,16 @@ def read_hf(path: Path, input_field: str, output_field: str, split: str | None) 
         if split is None or split not in ds:
             raise IngestError(f"{path}: a DatasetDict with splits {list(ds)}; set hf_split to one of them")
         ds = ds[split]
-    rec = _records_from_frame(pl.from_arrow(ds.data.table), path, input_field, output_field)
     # ClassLabel columns hold integers: turn them into their names, the way users think of them.
     # -1 (datasets' mark for an unlabeled row), None or a number past the names is no class:
     # that record is quarantined as no_label, not the whole run stopped.
-    for i, name in enumerate((input_field, output_field)):
-        feature = ds.features.get(name)
-        if isinstance(feature, datasets.ClassLabel):
-            named = _class_names(feature.names, [pair[i] for pair in rec.values])
-            rec.values = [(c, b) if i == 0 else (a, c) for (a, b), c in zip(rec.values, named)]
-    return rec
+    named = [(i, f.names) for i, f in enumerate(ds.features.get(n) for n in (input_field, output_field))
+             if isinstance(f, datasets.ClassLabel)]
+    for rec in _records_from_frame(pl.from_arrow(ds.data.table), path, input_field, output_field, batch):
+        for i, names in named:
+            classes = _class_names(names, [pair[i] for pair in rec.values])
+            rec.values = [(c, b) if i == 0 else (a, c) for (a, b), c in zip(rec.values, classes)]
+        yield rec
 
 
 def _class_names(names: list[str], values: list[object]) -> list[object]:
@@ -492,19 +520,19 @@ def source_format(source: SourceConfig, path: Path) -> str:
 
 
 def read_source(source: SourceConfig, input_field: str, output_field: str, root: Path | None = None, tick=None,
-                *, max_bytes: int = 2**62, labels: list[str] | None = None) -> _Records:
-    """One source's records. `labels`: a classification task's fixed set, normalized (read_csv)."""
+                *, max_bytes: int = 2**62, labels: list[str] | None = None, batch: int = BATCH) -> Iterator[_Records]:
+    """One source's records, `batch` at a time. `labels`: a classification task's fixed set, normalized (read_csv)."""
     path = resolve_path(source.path, root)
     if not path.exists():
         raise IngestError(f"{source.path}: no such file or folder")
     fmt = source_format(source, path)  # the reader opens the file with open_regular: a FIFO or a device is refused
     if fmt == "jsonl":
-        return read_jsonl(path, input_field, output_field, tick, max_bytes=max_bytes)
+        return read_jsonl(path, input_field, output_field, tick, max_bytes=max_bytes, batch=batch)
     if fmt == "csv":
-        return read_csv(path, input_field, output_field, tick, max_bytes=max_bytes, labels=labels)
+        return read_csv(path, input_field, output_field, tick, max_bytes=max_bytes, labels=labels, batch=batch)
     if fmt == "parquet":
-        return read_parquet(path, input_field, output_field)
-    return read_hf(path, input_field, output_field, source.hf_split)
+        return read_parquet(path, input_field, output_field, batch)
+    return read_hf(path, input_field, output_field, source.hf_split, batch)
 
 
 def _type_problem(value: object, field: str) -> tuple[str, str] | None:
@@ -587,6 +615,45 @@ def validate_rows(
     return df.with_columns(drop_reason=reason.otherwise(None)).with_columns(drop_detail=detail)
 
 
+class _MemoryBound:
+    """Stops ingest with a clear error once this process's memory passes a bound, before the
+    allocator's abort or the kernel's OOM killer stops it naming nothing.
+
+    Resident memory is bounded by ingest.max_memory_mb or, unset, by what it was at the
+    start plus 90 % of what the machine and its cgroup left free then (core.devices). Under
+    an address-space limit (`ulimit -v`) the virtual size is bounded too, ADDRESS_RESERVE
+    short of the limit: threads' malloc arenas reserve address space 64 MB at a time, so
+    the virtual size jumps ahead of the resident one. Checked after each batch of records.
+    """
+
+    ADDRESS_RESERVE = 128 * 2**20
+
+    def __init__(self, max_memory_mb: int | None):
+        if max_memory_mb is not None:
+            self.limit, self.setting = max_memory_mb * 2**20, f"ingest.max_memory_mb ({max_memory_mb})"
+        else:
+            free = memory_headroom_bytes()
+            self.limit = rss_bytes() + int(0.9 * free)
+            self.setting = f"what was free when ingest started ({free / 2**20:,.0f} MB; set ingest.max_memory_mb to choose)"
+        cap = address_space_limit()
+        self.address_limit = None if cap is None else cap - self.ADDRESS_RESERVE
+
+    def check(self, doing: str) -> None:
+        rss = rss_bytes()
+        if rss > self.limit:
+            raise IngestError(
+                f"ingest ran out of memory {doing}: {rss / 2**20:,.0f} MB resident, past its bound of "
+                f"{self.limit / 2**20:,.0f} MB, {self.setting}. Split the file, convert it to Parquet, "
+                "or give ingest more memory (ingest.max_memory_mb)."
+            )
+        if self.address_limit is not None and (vms := vms_bytes()) > self.address_limit:
+            raise IngestError(
+                f"ingest ran out of address space {doing}: {vms / 2**20:,.0f} MB of virtual memory, within "
+                f"{self.ADDRESS_RESERVE / 2**20:.0f} MB of this process's limit ({(self.address_limit + self.ADDRESS_RESERVE) / 2**20:,.0f} MB, "
+                "`ulimit -v`). Split the file, convert it to Parquet, or raise the limit."
+            )
+
+
 def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts]:
     """Read every train and eval source of `config`.
 
@@ -598,16 +665,19 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
     task = config.task
     known = normalize_labels(labels) if labels is not None and task.kind == "classification" else None
     frames, quarantines = [], []
+    bound = _MemoryBound(config.ingest.max_memory_mb)
     sources = [("train", s) for s in config.data.train] + [("eval", s) for s in config.data.eval]
     for split, source in sources:
         tick = None if progress is None else (lambda advance, total, p=source.path: progress(p, advance, total))
         config.read_path(source.path, root)  # inside the project, symlinks followed (unless allowed)
-        rec = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes,
-                          labels=known)
-        rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
-        del rec  # its Python strings, several times the file, are in the frame now (memory: bench/bench_ingest_memory.py)
-        frames.append(rows)
-        quarantines.append(quarantine)
+        batches = read_source(source, task.input_field, task.output_field, root, tick, max_bytes=config.ingest.max_file_bytes,
+                              labels=known, batch=config.ingest.batch_records)
+        for rec in batches:
+            bound.check(f"reading {source.path}")
+            rows, quarantine = _to_frame(rec, split, source.path, task.input_field, task.output_field)
+            frames.append(rows)
+            quarantines.append(quarantine)
+            del rec  # its Python objects, several times its text, are in the frame now
     raw = pl.concat(frames) if frames else pl.DataFrame(schema={"split": pl.String})
     del frames
     checked = validate_rows(
@@ -618,6 +688,7 @@ def ingest(config: Config, *, root: Path | None = None, progress=None) -> tuple[
         class_pattern=task.class_pattern,
     )
     del raw
+    bound.check("checking the rows read")
     bad = checked.filter(pl.col("drop_reason").is_not_null()).select(
         "split", "source", "line",
         pl.col("drop_reason").alias("reason"),

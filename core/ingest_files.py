@@ -97,6 +97,22 @@ def _sniff_wide(data: bytes) -> str | None:
     return None
 
 
+_CHUNK = 16 * 2**20
+
+
+def _read_bounded(fh, max_bytes: int) -> bytes:
+    """What is left of `fh`, up to one byte past `max_bytes` (so that more than the bound shows).
+
+    In chunks: `read(n)` reserves n bytes before it reads, and a bound of 4 GiB reserved as
+    address space fails at once under `ulimit -v`, whatever the file's size.
+    """
+    chunks, total = [], 0
+    while total <= max_bytes and (chunk := fh.read(min(_CHUNK, max_bytes + 1 - total))):
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
 def read_input_bytes(path: Path, max_bytes: int) -> bytes:
     """A text source's bytes, decompressed and in UTF-8 where they were UTF-16/32.
 
@@ -114,14 +130,16 @@ def read_input_bytes(path: Path, max_bytes: int) -> bytes:
             size = os.fstat(fh.fileno()).st_size
             if size > max_bytes:
                 raise IngestError(f"{path}: {size:,} bytes, more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
-            data = fh.read(max_bytes + 1)
+            data = fh.read(size + 1)  # (read(n) reserves n bytes first: not the bound's 4 GiB)
+            if len(data) > size:
+                data += _read_bounded(fh, max_bytes - len(data))
             if len(data) > max_bytes:  # it grew while read
                 raise IngestError(f"{path}: more than ingest.max_file_bytes ({max_bytes:,}); split the file or raise the bound")
         else:
             name, opener = kind
             try:
                 with opener(fh, "rb") as unpacked:
-                    data = unpacked.read(max_bytes + 1)  # never more than the bound, whatever the file expands to
+                    data = _read_bounded(unpacked, max_bytes)  # never more than the bound, whatever the file expands to
             except (OSError, EOFError, lzma.LZMAError) as exc:
                 raise IngestError(f"{path}: {name}-compressed, but it does not decompress: {exc}") from exc
             if len(data) > max_bytes:

@@ -118,12 +118,21 @@ def row_ids(split: pl.Series, inputs: pl.Series, outputs: pl.Series) -> pl.Serie
     hashlib (not polars' hash) because polars' hash may change between versions.
     """
     frame = pl.DataFrame({"s": split, "i": inputs, "o": outputs})
-    frame = frame.with_columns(n=pl.int_range(pl.len()).over(["s", "i", "o"]))
-    ids = [
-        hashlib.sha256(f"{s}\x1f{i}\x1f{o}\x1f{n}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        for s, i, o, n in frame.iter_rows()
+    # n over the rows whose polars hash repeats only (the candidates; exact over their text):
+    # a window over the three text columns of every row took twice the file's size in memory.
+    candidates = frame.select(pl.struct("s", "i", "o").hash().is_duplicated()).to_series()
+    repeats = frame.with_row_index("r").filter(candidates).select("r", n=pl.int_range(pl.len()).over(["s", "i", "o"]))
+    n = pl.zeros(frame.height, dtype=pl.Int64, eager=True).scatter(repeats["r"], repeats["n"])
+    frame = frame.with_columns(n=n)
+    # A slice at a time: Python holds one slice's strings, not a list of them all (ingest's memory).
+    parts = [
+        pl.Series("row_id", [
+            hashlib.sha256(f"{s}\x1f{i}\x1f{o}\x1f{n}".encode("utf-8", "surrogatepass")).hexdigest()[:16]
+            for s, i, o, n in part.iter_rows()
+        ], dtype=pl.String)
+        for part in frame.iter_slices(50_000)
     ]
-    return pl.Series("row_id", ids, dtype=pl.String)
+    return pl.concat(parts) if parts else pl.Series("row_id", [], dtype=pl.String)
 
 
 @dataclass

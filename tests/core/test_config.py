@@ -78,6 +78,9 @@ def test_digest_changes_with_settings():
     a = load_config("configs/banking77.yaml").digest()
     b = load_config("configs/banking77.yaml", ["clean.min_chars=9"]).digest()
     assert a != b and a == load_config("configs/banking77.yaml").digest()
+    # ingest's memory settings change no row: same hash; its record bounds do change rows
+    assert load_config("configs/banking77.yaml", ["ingest.max_memory_mb=512", "ingest.batch_records=10"]).digest() == a
+    assert load_config("configs/banking77.yaml", ["ingest.max_field_bytes=100"]).digest() != a
 
 
 def test_train_section_is_validated_and_does_not_change_the_snapshot_id():

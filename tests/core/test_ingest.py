@@ -1,6 +1,10 @@
 """Ingest: every kind of unusable record lands in quarantine with its reason and line."""
 
+import hashlib
 import json
+import re
+import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -73,7 +77,8 @@ def test_missing_source_is_a_clear_error(tmp_path):
         _ingest(tmp_path, [str(tmp_path / "nope.jsonl")])
 
 
-def test_parquet_and_hf_dataset_sources(tmp_path):
+@pytest.mark.parametrize("batch", [1, 2, 50_000])
+def test_parquet_and_hf_dataset_sources(tmp_path, batch):
     import datasets
 
     pq = tmp_path / "raw.parquet"
@@ -81,8 +86,9 @@ def test_parquet_and_hf_dataset_sources(tmp_path):
     hf = tmp_path / "hf"
     features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=["a", "b", "c"])})
     datasets.Dataset.from_dict({"text": ["from hf", "second hf"], "label": [2, 0]}, features=features).save_to_disk(str(hf))
-    rows, quarantine, counts = _ingest(tmp_path, [str(pq), str(hf)])
+    rows, quarantine, counts = _ingest(tmp_path, [str(pq), str(hf)], ingest={"batch_records": batch})
     assert rows.select("input", "label").rows() == [("from parquet", "a"), ("another one", "c"), ("from hf", "c"), ("second hf", "a")]
+    assert rows["line"].to_list() == [1, 3, 1, 2]  # row numbers run on across batches
     assert quarantine.select("line", "reason").rows() == [(2, "missing_field")]
     assert counts.rows_in == 5
 
@@ -95,6 +101,51 @@ def test_row_ids_are_stable_and_unique_for_exact_copies(tmp_path):
     again, _, _ = _ingest(tmp_path, [str(path)])
     assert first["row_id"].n_unique() == 3
     assert first["row_id"].to_list() == again["row_id"].to_list()
+    # sha256 of (split, input, output, n), n counting earlier identical rows: ids of existing snapshots stay
+    want = [hashlib.sha256(f"train\x1f{t}\x1f{c}\x1f{n}".encode()).hexdigest()[:16]
+            for t, c, n in [("same text", "a", 0), ("same text", "a", 1), ("other", "b", 0)]]
+    assert first["row_id"].to_list() == want
+
+
+def test_ingest_stops_with_an_error_naming_the_file_past_its_memory_bound(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    path.write_text(json.dumps({"text": "a message", "label": "a"}) + "\n")
+    with pytest.raises(IngestError, match=r"ingest ran out of memory reading .*raw\.jsonl: [\d,]+ MB resident, past its "
+                                          r"bound of 1 MB, ingest\.max_memory_mb \(1\)"):
+        _ingest(tmp_path, [str(path)], ingest={"max_memory_mb": 1})
+    rows, _, _ = _ingest(tmp_path, [str(path)], ingest={"max_memory_mb": 100_000})
+    assert rows.height == 1
+
+
+UNDER_A_CAP = r"""
+import json, resource, sys
+from pathlib import Path
+import psutil
+from core.config import Config
+from core.ingest import IngestError, ingest
+folder = Path(sys.argv[1])
+path = folder / "big.jsonl"
+path.write_text("\n".join(json.dumps({"text": f"message number {i} about a card", "label": "a"}) for i in range(400_000)))
+cfg = Config.model_validate({"name": "cap", "allow_outside_paths": True,
+    "task": {"kind": "classification", "input_field": "text", "output_field": "label"},
+    "data": {"train": [{"path": str(path)}]}, "output": {"snapshots": str(folder / "s"), "runs": str(folder / "r")}})
+vms = psutil.Process().memory_info().vms
+resource.setrlimit(resource.RLIMIT_AS, (vms + 150 * 2**20, resource.RLIM_INFINITY))
+try:
+    ingest(cfg)
+except IngestError as exc:
+    print(exc)
+    sys.exit(3)
+"""
+
+
+def test_ingest_under_an_address_space_limit_stops_with_an_error_not_an_abort(tmp_path):
+    """`ulimit -v` leaves 150 MB for a 20 MB file: ingest stops with its own error, not with
+    an allocator's abort (polars' Rust allocator aborts the process when it is refused)."""
+    run = subprocess.run([sys.executable, "-c", UNDER_A_CAP, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert re.search(r"ingest ran out of address space reading .*big\.jsonl: [\d,]+ MB of virtual memory, within 128 MB "
+                     r"of this process's limit \([\d,]+ MB, `ulimit -v`\)", run.stdout), run.stdout
 
 
 def test_generation_task_derives_the_class_from_the_output(tmp_path):

@@ -153,11 +153,16 @@ def _encode(draw, text: str, wide: str) -> bytes:
     return bom + text.removeprefix("\ufeff").encode(codec)
 
 
-def _write_and_ingest(data: bytes, name: str, *, labels=LABELS):
+# Records a reader parses before it hands them on (ingest.batch_records): batches of one and
+# three cut every file of a few records at every place; the default takes a file whole.
+BATCHES = st.sampled_from([1, 3, 50_000])
+
+
+def _write_and_ingest(data: bytes, name: str, *, labels=LABELS, batch: int = 50_000):
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / name
         path.write_bytes(data)
-        cfg = base_config(Path(tmp), [str(path)], ingest={"max_field_bytes": MAX_FIELD}, task={"labels": labels})
+        cfg = base_config(Path(tmp), [str(path)], ingest={"max_field_bytes": MAX_FIELD, "batch_records": batch}, task={"labels": labels})
         rows, quarantine, counts = ingest(Config.model_validate(cfg))
         assert (quarantine["source"] == str(path)).all()
     return rows, quarantine, counts
@@ -305,10 +310,10 @@ def jsonl_files(draw) -> tuple[bytes, str, list]:
 
 
 @FUZZ
-@given(jsonl_files())
-def test_fuzzed_jsonl_keeps_every_good_record_once_and_quarantines_every_corruption(case):
+@given(jsonl_files(), BATCHES)
+def test_fuzzed_jsonl_keeps_every_good_record_once_and_quarantines_every_corruption(case, batch):
     data, name, expected = case
-    _check(*_write_and_ingest(data, name), expected)
+    _check(*_write_and_ingest(data, name, batch=batch), expected)
 
 
 # Corruptions that break an element's JSON, so that where it ends cannot be told by parsing it.
@@ -347,10 +352,10 @@ def json_array_files(draw) -> tuple[bytes, str, list]:
 
 
 @FUZZ
-@given(json_array_files())
-def test_fuzzed_json_array_keeps_every_good_element_once_and_quarantines_every_corruption(case):
+@given(json_array_files(), BATCHES)
+def test_fuzzed_json_array_keeps_every_good_element_once_and_quarantines_every_corruption(case, batch):
     data, name, expected = case
-    _check(*_write_and_ingest(data, name), expected)
+    _check(*_write_and_ingest(data, name, batch=batch), expected)
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -452,10 +457,10 @@ def csv_files(draw) -> tuple[bytes, str, list]:
 
 
 @FUZZ
-@given(csv_files())
-def test_fuzzed_csv_keeps_every_good_record_once_and_quarantines_every_corruption(case):
+@given(csv_files(), BATCHES)
+def test_fuzzed_csv_keeps_every_good_record_once_and_quarantines_every_corruption(case, batch):
     data, name, expected = case
-    _check(*_write_and_ingest(data, name), expected)
+    _check(*_write_and_ingest(data, name, batch=batch), expected)
 
 
 # ----------------------------------------------------------------------------- Parquet
@@ -493,10 +498,10 @@ def parquet_files(draw) -> tuple[bytes, list]:
 
 
 @FUZZ
-@given(parquet_files())
-def test_fuzzed_parquet_keeps_every_good_row_once_and_quarantines_every_bad_one(case):
+@given(parquet_files(), BATCHES)
+def test_fuzzed_parquet_keeps_every_good_row_once_and_quarantines_every_bad_one(case, batch):
     data, expected = case
-    _check(*_write_and_ingest(data, "raw.parquet"), expected)
+    _check(*_write_and_ingest(data, "raw.parquet", batch=batch), expected)
 
 
 # ----------------------------------------------------------------------------- cut files
