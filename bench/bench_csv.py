@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from core.ingest import read_csv
+from core.ingest_csv import read_csv
 
 
 def make_file(path: Path, n: int, seed: int = 0) -> list[tuple[str, str]]:
@@ -62,11 +62,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "raw.csv"
             expected = make_file(path, n)
-            t_strict, rec = timed(lambda: read_csv(path, "text", "label"))
+            t_strict, batches = timed(lambda: list(read_csv(path, "text", "label")))
+            values = [v for batch in batches for v in batch.values]
             t_stdlib, std = timed(lambda: list(csv.reader(path.open(newline="", encoding="utf-8")))[1:])
             t_polars, frame = timed(lambda: pl.read_csv(path, infer_schema_length=0))
-            same = (rec.values == expected and [tuple(r) for r in std] == expected
-                    and list(zip(frame["text"], frame["label"])) == expected and not rec.quarantine)
+            same = (values == expected and [tuple(r) for r in std] == expected
+                    and list(zip(frame["text"], frame["label"])) == expected and not any(b.quarantine for b in batches))
             print(f"| {n:,} | {t_strict:.2f} | {t_stdlib:.2f} | {t_polars:.2f} | {n / t_strict:,.0f} | {same} |")
 
 

@@ -32,7 +32,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -40,10 +40,14 @@ import polars as pl
 
 from core.config import Config, SourceConfig, resolve_path
 from core.devices import address_space_limit, memory_headroom_bytes, rss_bytes, vms_bytes
+from core.ingest_csv import read_csv
 from core.ingest_files import (
+    BATCH,
     BOM,
     COMPRESSED_SUFFIXES,
+    TICK,
     IngestError,
+    Records,
     decode_text,
     has_surrogates,
     open_regular,
@@ -62,24 +66,7 @@ from core.schema import (
     row_ids,
 )
 
-__all__ = ["IngestError", "ingest", "parse_csv_record", "read_csv", "read_input_bytes", "read_jsonl", "read_source"]
-
-
-@dataclass
-class _Records:
-    """A batch of what a reader produced: parsed records and quarantined ones.
-
-    Readers yield one batch per `batch` records (ingest.batch_records) and ingest types each
-    into a frame before the next is parsed, so memory holds one batch's Python objects, not
-    the whole file's (several times the file: bench/bench_ingest_memory.py).
-    """
-
-    lines: list[int] = field(default_factory=list)
-    values: list[tuple[object, object]] = field(default_factory=list)  # (input, output) as found, any type; missing = _MISSING
-    quarantine: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, reason, detail, raw)
-
-    def __len__(self) -> int:
-        return len(self.lines) + len(self.quarantine)
+__all__ = ["IngestError", "ingest", "read_jsonl", "read_source"]
 
 
 class _Missing:
@@ -95,11 +82,6 @@ class _NoLabel:
     """A ClassLabel value that names no class (datasets marks an unlabeled row -1, or None)."""
 
     value: object
-
-
-# How often (in records) a reader reports progress.
-TICK = 50_000
-BATCH = 50_000  # records a reader parses before it yields them (ingest.batch_records)
 
 
 def _repeated_task_keys(raw: str | bytes, keys: dict[str, str] | dict[str, bytes]) -> str | None:
@@ -144,7 +126,7 @@ def _lines(data: bytes):
 
 
 def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62,
-               batch: int = BATCH) -> Iterator[_Records]:
+               batch: int = BATCH) -> Iterator[Records]:
     """JSON Lines, one object a line; a file holding one JSON array reads as _read_json_array.
 
     Read as bytes, a line at a time (orjson parses UTF-8 bytes and refuses what is not UTF-8),
@@ -157,7 +139,7 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
         del data
         yield from _read_json_array(text, clean, input_field, output_field, tick, batch=batch)
         return
-    rec = _Records()
+    rec = Records()
     keys = {field: spelled.encode() for field, spelled in _json_keys(input_field, output_field).items()}
     if b"\r" in data:  # CRLF, LF and a bare CR all end a line (JSON text cannot hold a raw CR)
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
@@ -168,7 +150,7 @@ def read_jsonl(path: Path, input_field: str, output_field: str, tick=None, *, ma
             tick(TICK, None)
         if len(rec) >= batch:
             yield rec
-            rec = _Records()
+            rec = Records()
         while line.startswith(_BOM_BYTES):
             line = line[3:]  # a file's byte-order mark, or a second file's where files were concatenated
         if not line.strip():
@@ -252,7 +234,7 @@ def _parses_as_element(text: str, pos: int, decoder: json.JSONDecoder) -> bool:
 
 
 def _read_json_array(text: str, clean: bool, input_field: str, output_field: str, tick=None, *,
-                     batch: int = BATCH) -> Iterator[_Records]:
+                     batch: int = BATCH) -> Iterator[Records]:
     """A JSON array of records. `line` is an element's 1-based position in the array (as a
     Parquet row number: in a one-line export every element is on line 1); a quarantined
     element's detail also gives its text line.
@@ -262,7 +244,7 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
     record, as where its records begin cannot be told. A missing `]` at the end (a cut
     file) loses nothing that was complete before it.
     """
-    rec = _Records()
+    rec = Records()
     keys = _json_keys(input_field, output_field)
     decoder = json.JSONDecoder(parse_constant=_no_constant)  # strict: control characters in strings are refused
     if tick is not None:
@@ -274,7 +256,7 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
             break
         if len(rec) >= batch:
             yield rec
-            rec = _Records()
+            rec = Records()
         n += 1
         line, counted = line + text.count("\n", counted, pos), pos
         try:
@@ -310,153 +292,8 @@ def _read_json_array(text: str, clean: bool, input_field: str, output_field: str
     yield rec
 
 
-# RFC 4180, strictly: a quoted field opens at the field's start and closes right before a
-# delimiter, a line end or the end of the file, with doubled quotes inside it; an unquoted
-# field holds no quote. Possessive repeats: a field that does not close fails in one pass.
-_QUOTED = re.compile(r'"((?:[^"]|"")*+)"(?=,|\n|\Z)')
-_UNQUOTED = re.compile(r'[^,"\n]*+(?=,|\n|\Z)')
-
-
-class _MalformedQuote(ValueError):
-    """A quote where RFC 4180 allows none; the message says where."""
-
-
-def parse_csv_record(text: str, pos: int) -> tuple[list[str], int]:
-    """The fields of the CSV record starting at `pos` and the position after its line end.
-
-    Raises _MalformedQuote for a quoted field that never closes, a closing quote followed by
-    anything but a delimiter or a line end, or a quote inside an unquoted field. A line
-    without a quote is split directly (most lines of most files).
-    """
-    end = text.find("\n", pos)
-    end = len(text) if end < 0 else end
-    if text.find('"', pos, end) < 0:
-        return text[pos:end].split(","), end + 1
-    fields: list[str] = []
-    while True:
-        if text.startswith('"', pos):
-            m = _QUOTED.match(text, pos)
-            if m is None:
-                close = text.find('"', pos + 1)
-                raise _MalformedQuote("a quoted field never closes" if close < 0 else
-                                      "a quoted field closes, then text follows before the next delimiter")
-            fields.append(m.group(1).replace('""', '"'))
-        else:
-            m = _UNQUOTED.match(text, pos)
-            if m is None:
-                raise _MalformedQuote("a quote inside an unquoted field")
-            fields.append(m.group(0))
-        pos = m.end()
-        if pos >= len(text) or text[pos] == "\n":
-            return fields, pos + 1
-        pos += 1  # the delimiter
-
-
-def _runs_over_records(text: str, pos: int, end: int, width: int, i_out: int, labels: list[str] | None) -> int | None:
-    """The first line after the first of the record text[pos:end] that reads, on its own, as a
-    record of this file: `width` fields and (given `labels`) a label of the task's set, 1-based
-    within the record; None when none does (a message over several lines reads as no record)."""
-    found = []
-    for k, line in enumerate(text[pos:end].split("\n")[1:], start=2):
-        try:
-            fields, _ = parse_csv_record(line, 0)
-        except _MalformedQuote:
-            continue
-        if len(fields) == width:
-            found.append((k, fields[i_out]))
-    if not found or labels is None:
-        return found[0][0] if found else None
-    spelled = pl.Series("label", [label for _, label in found], dtype=pl.String).to_frame().select(label_expr(pl.col("label")))
-    return next((k for (k, _), label in zip(found, spelled["label"]) if label in labels), None)
-
-
-def read_csv(path: Path, input_field: str, output_field: str, tick=None, *, max_bytes: int = 2**62,
-             labels: list[str] | None = None, batch: int = BATCH) -> Iterator[_Records]:
-    """RFC 4180 CSV, strictly (parse_csv_record); the line of each record is the line it starts on.
-
-    A record with a quote RFC 4180 does not allow is quarantined as `malformed_quote` with its
-    first line, and parsing resumes on the next line: a record that starts there well-formed
-    is kept, so one stray quote never merges two records into one, nor swallows the rows
-    after it. Quoted newlines, commas and doubled quotes are fields' text as usual.
-
-    A quote that opens a field and never closes on its line is valid RFC 4180 up to the next
-    lone quote before a delimiter or a line end, however many lines later: everything between
-    would be one field. So a record over several lines is not taken when one of its later lines
-    reads on its own as a record of the file (the header's field count and, with a fixed label
-    set, `labels` in their one spelling, one of those labels; without one, only when the record
-    has the wrong field count): its first line is then `malformed_quote` and parsing resumes on
-    the next, so the records it ran over are kept.
-    """
-    text, clean = decode_text(read_input_bytes(path, max_bytes))
-    rec = _Records()
-    # Mixed line endings (CRLF, LF, a bare CR) all end a line; only "\n" splits, so that
-    # U+2028 and form feeds inside a field stay text, as in an editor's line count.
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if BOM in text:  # a second file's byte-order mark, where files were concatenated
-        text = text.replace("\n" + BOM, "\n")
-    if text.endswith("\n"):
-        text = text[:-1]  # the file's final newline ends the last line; it starts none
-    if not text:
-        return
-    if tick is not None:
-        tick(0, text.count("\n") + 1)
-    try:
-        header, pos = parse_csv_record(text, 0)
-    except _MalformedQuote as exc:
-        raise IngestError(f"{path}: cannot read the CSV header: {exc}") from exc
-    missing = [f for f in (input_field, output_field) if f not in header]
-    if missing:
-        raise IngestError(f"{path}: column(s) {missing} not in the CSV header {header}")
-    twice = [f for f in dict.fromkeys((input_field, output_field)) if header.count(f) > 1]
-    if twice:
-        raise IngestError(f"{path}: column(s) {twice} appear more than once in the CSV header {header}; which one to read is ambiguous")
-    i_in, i_out, width = header.index(input_field), header.index(output_field), len(header)
-    line = text.count("\n", 0, pos) + 1  # 1-based line at `pos`
-    reported = 0
-    while pos <= len(text):
-        if tick is not None and line // TICK != reported // TICK:
-            tick(line - reported, None)
-            reported = line
-        if len(rec) >= batch:
-            yield rec
-            rec = _Records()
-        try:
-            fields, after = parse_csv_record(text, pos)
-        except _MalformedQuote as exc:  # quarantine the record's first line; resume on the next one
-            end = text.find("\n", pos)
-            end = len(text) if end < 0 else end
-            rec.quarantine.append((line, "malformed_quote", str(exc), printable(text[pos:end])))
-            pos, line = end + 1, line + 1
-            continue
-        spans = text.count("\n", pos, after - 1) + 1
-        runaway = None
-        if spans > 1 and (len(fields) != width or labels) and (k := _runs_over_records(text, pos, after - 1, width, i_out, labels)):
-            runaway = f"a quoted field runs on over {spans} lines, and its line {k} reads as a record of its own"
-        if runaway:  # the first line is the broken record; the lines it ran over are read again
-            end = text.find("\n", pos)
-            rec.quarantine.append((line, "malformed_quote", runaway + ": a quote that never closes on its line", printable(text[pos:end])))
-            pos, line = end + 1, line + 1
-            continue
-        start, raw = line, text[pos:after - 1]
-        pos, line = after, line + text.count("\n", pos, after)
-        if fields == [""]:
-            continue  # blank line
-        if fields == header:
-            rec.quarantine.append((start, "repeated_header", "the header again (files concatenated?), not a record", printable(raw)))
-            continue
-        if not clean and has_surrogates(raw):
-            rec.quarantine.append((start, "invalid_utf8", "bytes that are not UTF-8", printable(raw)))
-            continue
-        if len(fields) != width:
-            rec.quarantine.append((start, "wrong_field_count", f"{len(fields)} fields, header has {width}", printable(raw)))
-            continue
-        rec.lines.append(start)
-        rec.values.append((fields[i_in], fields[i_out]))
-    yield rec
-
-
 def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_field: str,
-                        batch: int = BATCH) -> Iterator[_Records]:
+                        batch: int = BATCH) -> Iterator[Records]:
     """The frame's rows as records, `batch` at a time; a row's line is its 1-based row number."""
     missing = [f for f in (input_field, output_field) if f not in df.columns]
     if missing:
@@ -465,10 +302,10 @@ def _records_from_frame(df: pl.DataFrame, path: Path, input_field: str, output_f
     for offset in range(0, max(df.height, 1), batch):
         part = df.slice(offset, batch)
         values = list(zip(part[input_field].to_list(), part[output_field].to_list()))
-        yield _Records(list(range(offset + 1, offset + 1 + part.height)), values)
+        yield Records(list(range(offset + 1, offset + 1 + part.height)), values)
 
 
-def read_parquet(path: Path, input_field: str, output_field: str, batch: int = BATCH) -> Iterator[_Records]:
+def read_parquet(path: Path, input_field: str, output_field: str, batch: int = BATCH) -> Iterator[Records]:
     open_regular(path).close()
     try:
         df = pl.read_parquet(path, glob=False)
@@ -477,7 +314,7 @@ def read_parquet(path: Path, input_field: str, output_field: str, batch: int = B
     yield from _records_from_frame(df, path, input_field, output_field, batch)
 
 
-def read_hf(path: Path, input_field: str, output_field: str, split: str | None, batch: int = BATCH) -> Iterator[_Records]:
+def read_hf(path: Path, input_field: str, output_field: str, split: str | None, batch: int = BATCH) -> Iterator[Records]:
     import datasets
 
     try:
@@ -520,7 +357,7 @@ def source_format(source: SourceConfig, path: Path) -> str:
 
 
 def read_source(source: SourceConfig, input_field: str, output_field: str, root: Path | None = None, tick=None,
-                *, max_bytes: int = 2**62, labels: list[str] | None = None, batch: int = BATCH) -> Iterator[_Records]:
+                *, max_bytes: int = 2**62, labels: list[str] | None = None, batch: int = BATCH) -> Iterator[Records]:
     """One source's records, `batch` at a time. `labels`: a classification task's fixed set, normalized (read_csv)."""
     path = resolve_path(source.path, root)
     if not path.exists():
@@ -545,7 +382,7 @@ def _type_problem(value: object, field: str) -> tuple[str, str] | None:
     return None
 
 
-def _to_frame(rec: _Records, split: str, source: str, input_field: str, output_field: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _to_frame(rec: Records, split: str, source: str, input_field: str, output_field: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Typed rows and quarantined records of one source (type checks only)."""
     good_lines, inputs, outputs, bad = [], [], [], list(rec.quarantine)
     for line, (a, b) in zip(rec.lines, rec.values):

@@ -1,4 +1,5 @@
-"""A source file's bytes and text, for the readers of core/ingest.py.
+"""A source file's bytes and text, and the batches of records readers yield, for the
+readers of core/ingest.py and core/ingest_csv.py.
 
     data = read_input_bytes(path, max_bytes)   # regular files only; decompressed; UTF-8
     text, clean = decode_text(data)            # bad bytes kept, to be found line by line
@@ -19,12 +20,37 @@ import lzma
 import os
 import re
 import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BOM = "\ufeff"
 # Raw text kept in quarantine rows is capped so a 10 MB field cannot bloat the table;
 # the source and line still point at the full record.
 MAX_RAW_CHARS = 4096
+
+
+# How often (in records) a reader reports progress.
+TICK = 50_000
+BATCH = 50_000  # records a reader parses before it yields them (ingest.batch_records)
+
+
+
+@dataclass
+class Records:
+    """A batch of what a reader produced: parsed records and quarantined ones.
+
+    Readers yield one batch per `batch` records (ingest.batch_records) and ingest types each
+    into a frame before the next is parsed, so memory holds one batch's Python objects, not
+    the whole file's (several times the file: bench/bench_ingest_memory.py). A value is
+    what the file held, of any type; a field the record lacks is core.ingest's _MISSING.
+    """
+
+    lines: list[int] = field(default_factory=list)
+    values: list[tuple[object, object]] = field(default_factory=list)  # (input, output) as found
+    quarantine: list[tuple[int, str, str, str]] = field(default_factory=list)  # (line, reason, detail, raw)
+
+    def __len__(self) -> int:
+        return len(self.lines) + len(self.quarantine)
 
 
 class IngestError(RuntimeError):

@@ -43,7 +43,8 @@ import orjson
 import polars as pl
 
 from core.config import IngestConfig
-from core.ingest import IngestError, parse_csv_record, read_input_bytes
+from core.ingest_csv import parse_csv_record
+from core.ingest_files import IngestError, read_input_bytes
 from core.io import atomic_path, table_format, write_table
 from filters.near_dup import DEFAULTS, KeepPolicy, NearDupSettings, near_dup_clusters
 
@@ -159,7 +160,7 @@ def _read_csv(path: Path) -> _Rows:
     problems: list[tuple[int, str]] = []
     try:
         header, pos = parse_csv_record(norm, 0)
-    except ValueError as exc:  # core.ingest's _MalformedQuote
+    except ValueError as exc:  # core.ingest_csv's _MalformedQuote
         raise ValueError(f"{path}: line 1: cannot read the CSV header: {exc}") from None
     span = norm.count("\n", 0, pos - 1) + 1
     head, line = bom + "".join(lines[:span]), span + 1
