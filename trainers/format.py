@@ -15,7 +15,8 @@ trainers/format_check.py verifies, before training, that on every example the to
 model is trained on begin with exactly the tokens it is prompted with.
 
 The format travels with the adapter:
-`save` writes format.json, format_template.jinja and the tokenizer files; `load` reads them.
+`save` writes format.json, format_template.jinja and the tokenizer files, whose chat template
+is the trained one (`served_chat_template`); `load` reads them.
 """
 
 from __future__ import annotations
@@ -155,10 +156,34 @@ class PromptFormat:
         spec = FormatSpec(**json.loads((folder / FORMAT_FILE).read_text()))
         return cls(spec, AutoTokenizer.from_pretrained(str(folder)))
 
+    def served_chat_template(self) -> str:
+        """The chat template a stack that reads the model folder should prompt with: the trained
+        template, with the trained system prompt put first when a conversation brings none.
+
+        Written into the tokenizer files of every adapter and export (`save`, trainers.export),
+        so `vllm serve`, transformers' `apply_chat_template` and any OpenAI-compatible client
+        sending only the user's message get the prompt the model was trained on, token for token.
+        """
+        if not self.spec.system:
+            return self.spec.chat_template
+        # A JSON string is a Jinja string literal: Jinja reads its escapes as Python's.
+        default = json.dumps(self.spec.system, ensure_ascii=False)
+        return (
+            "{#- the trained system prompt, when the conversation brings none (curate-and-train) -#}\n"
+            "{%- if not messages or messages[0]['role'] != 'system' -%}"
+            "{%- set messages = [{'role': 'system', 'content': " + default + "}] + messages -%}"
+            "{%- endif -%}\n" + self.spec.chat_template
+        )
+
     def save(self, folder: str | Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.tokenizer.save_pretrained(str(folder))
+        served = self.tokenizer.chat_template
+        self.tokenizer.chat_template = self.served_chat_template()
+        try:
+            self.tokenizer.save_pretrained(str(folder))  # what other stacks read: the trained template
+        finally:
+            self.tokenizer.chat_template = served
         (folder / TEMPLATE_FILE).write_text(self.spec.chat_template, encoding="utf-8")
         (folder / FORMAT_FILE).write_text(json.dumps(asdict(self.spec), indent=2) + "\n")
 

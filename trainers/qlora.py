@@ -43,9 +43,9 @@ from core.train_config import TrainConfig
 from trainers import sft
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
 from trainers.format_check import FormatViolationError, check_format
+from trainers.model_card import META_FILE, write_model_card
 
 ADAPTER_DIR = "adapter"
-META_FILE = "train_meta.json"
 
 
 @dataclass
@@ -392,6 +392,7 @@ def _write_adapter(run: Run, folder: Path, metrics: dict | None) -> None:
         "config": run.cfg.model_dump(mode="json"),
     }
     (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    write_model_card(folder, folder)  # in place of peft's stub; with metrics once evaluated (trainers.evaluate)
 
 
 def train(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfig | None = None, task_cfg: Any = None,

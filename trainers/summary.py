@@ -2,6 +2,7 @@
 
     rows = training_rows(adapter_dir)       # method, rows, steps, losses, resume, time, memory, device
     rows = evaluation_rows(eval_dir)        # one row per evaluated system with its headline metrics
+    rows = system_rows(report)              # the same for a report already read
 """
 
 from __future__ import annotations
@@ -29,7 +30,11 @@ def training_rows(adapter_dir: str | Path) -> list[dict]:
 
 def evaluation_rows(eval_dir: str | Path) -> list[dict]:
     """One row per evaluated system with its headline metrics."""
-    report = json.loads((Path(eval_dir) / "report.json").read_text())
+    return system_rows(json.loads((Path(eval_dir) / "report.json").read_text()))
+
+
+def system_rows(report: dict) -> list[dict]:
+    """One row per system of an evaluation report (trainers.evaluate) with its headline metrics."""
     keys = ("accuracy", "macro_f1", "format_compliance") if report["task_kind"] == "classification" else (
         "exact_match", "slot_f1", "parse_rate", "format_compliance")
     return [{"system": name, **{k: round(m[k], 4) for k in keys}, "n": m["n"]} for name, m in report["systems"].items()]
