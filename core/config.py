@@ -36,7 +36,7 @@ from core.io import write_text
 from core.safe_yaml import load_yaml
 from core.schema import normalize_labels, spell_labels
 from core.synthesis_config import SynthesisConfig
-from core.train_config import TrainStageConfig
+from core.train_config import ExportConfig, TrainStageConfig
 
 # A configuration is a few KB of YAML; a larger "config" is a mistake (or /dev/zero) and is not read.
 MAX_CONFIG_BYTES = 1 << 20
@@ -303,6 +303,7 @@ class Config(_Section):
     synthesis: SynthesisConfig = SynthesisConfig()
     model: ModelConfig = ModelConfig()
     train: TrainStageConfig = TrainStageConfig()
+    export: ExportConfig = ExportConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     allow_outside_paths: bool = Field(
@@ -412,7 +413,7 @@ class Config(_Section):
 
 
 # Config sections that change no curated row (left out of the snapshot's config hash).
-DATA_INDEPENDENT = ("output", "runner", "train", "allow_outside_paths")
+DATA_INDEPENDENT = ("output", "runner", "train", "export", "allow_outside_paths")
 # Settings of other sections that change no row either: how much memory ingest may use and
 # how many records it parses at a time.
 DATA_INDEPENDENT_FIELDS = {"ingest": ("max_memory_mb", "batch_records")}

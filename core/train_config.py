@@ -12,7 +12,7 @@ Defaults live here; the YAML files in configs/train/ only say what differs and w
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +34,23 @@ def served_lora_rank(rank: int) -> int:
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# How an exported model is served (trainers.parity checks each).
+ServingPath = Literal["transformers", "vllm", "vllm-lora", "vllm-serve"]
+SERVING_PATHS: tuple[str, ...] = get_args(ServingPath)
+
+
+class ExportConfig(_Section):
+    """The `export:` section of a pipeline config: after evaluation, the model as other stacks serve it."""
+
+    enabled: bool = Field(False, description="export the evaluated adapter merged into its base (curate export), "
+                          "a plain model folder with the trained chat template and stop token")
+    parity: bool = Field(True, description="then answer the evaluated rows on every serving path and fail the run "
+                         "when one answers otherwise (curate parity)")
+    paths: list[ServingPath] = Field(default_factory=lambda: list(SERVING_PATHS), min_length=1,
+                                     description="serving paths parity checks")
+    min_agreement: float = Field(0.995, ge=0, le=1, description="share of rows each path must answer as evaluated")
 
 
 class FormatConfig(_Section):

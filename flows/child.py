@@ -3,6 +3,8 @@
     synthesize  synthesis.synthesize.synthesize_stage on a balance stage's rows and plan -> the stage's tables
     train       trainers.qlora.train on a snapshot -> <run>/adapter/
     evaluate    trainers.evaluate.evaluate of an adapter on its snapshot's eval split -> report.json, report.md
+    export      trainers.export.export_model of an evaluated adapter -> a merged model folder
+    parity      trainers.parity.parity of an export against its evaluation -> parity.json, parity.md
 
 The job file names the resolved config (read with core.config.load_config, as the parent
 loaded it) and the job's paths; every setting comes from the config. vLLM's engine
@@ -26,7 +28,9 @@ from flows.cache import write_rows_stage
 from flows.proc import child_log_handler, die_with_parent
 from synthesis.synthesize import synthesize_stage
 from trainers.evaluate import evaluate
+from trainers.export import export_model
 from trainers.format_check import FormatViolationError
+from trainers.parity import parity
 from trainers.qlora import train
 
 
@@ -54,8 +58,22 @@ def evaluate_job(config: Config, inputs: dict) -> None:
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 
-JOBS = {"synthesize": synthesize_job, "train": train_job, "evaluate": evaluate_job}
-ENGINE_JOBS = {"synthesize", "evaluate"}  # they run a vLLM engine
+def export_job(config: Config, inputs: dict) -> None:
+    report = json.loads((Path(inputs["evaluation"]) / "report.json").read_text())
+    print(export_model(inputs["adapter"], inputs["out"], report=report), flush=True)
+
+
+def parity_job(config: Config, inputs: dict) -> None:
+    e = config.export
+    report = parity(inputs["export"], inputs["snapshot"], reference=Path(inputs["evaluation"]) / "predictions.jsonl",
+                    paths=e.paths, min_agreement=e.min_agreement, out_dir=inputs["out"], engine_config=config.model.engine,
+                    seed=config.seed)
+    print(Path(report["files"]["markdown"]).read_text(), flush=True)
+
+
+JOBS = {"synthesize": synthesize_job, "train": train_job, "evaluate": evaluate_job, "export": export_job,
+        "parity": parity_job}
+ENGINE_JOBS = {"synthesize", "evaluate", "parity"}  # they run a vLLM engine
 
 
 def main(argv: list[str]) -> None:

@@ -2,6 +2,7 @@
 
     prepare-model -> ingest -> clean -> dedupe -> balance -> synthesize -> snapshot -> diff
         [-> review gate] -> format-check -> train -> evaluate       (with train.enabled)
+        -> export -> parity                                          (with export.enabled)
 
     .venv/bin/curate run --config configs/banking77.yaml      # in-process, ephemeral Prefect API
     .venv/bin/curate serve                                    # a deployment on a local Prefect server
@@ -153,6 +154,12 @@ def curate_and_train(
             if cfg.train.evaluate:
                 model_stages.append(evaluation := tasks.evaluate(cfg, adapter, folder))
                 result["evaluation"] = evaluation.folder
+                if cfg.export.enabled:
+                    model_stages.append(exported := tasks.export(cfg, adapter, evaluation))
+                    result["export"] = exported.folder
+                    if cfg.export.parity:
+                        model_stages.append(checked := tasks.parity(cfg, exported, evaluation, folder))
+                        result["parity"] = checked.folder
             write_run_record(cfg, folder, stages, [s for s in model_stages if s.stage != "format-check"], record=record,
                              extra=result)
         tasks.publish_markdown(cfg, "outputs", "\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",

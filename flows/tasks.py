@@ -53,8 +53,10 @@ from flows.logs import stage_logged
 from flows.proc import run_job
 from synthesis.synthesize import synthesis_requested, synthesize_stage
 from trainers.evaluate import evaluate as evaluate_adapter
+from trainers.export import EXPORT_META, export_model
 from trainers.format_check import FormatViolationError, format_markdown
 from trainers.format_check import format_check as check_snapshot_format
+from trainers.parity import parity as check_parity
 from trainers.qlora import ADAPTER_DIR, META_FILE, latest_checkpoint
 from trainers.qlora import train as train_adapter
 from trainers.summary import evaluation_rows, training_rows
@@ -441,3 +443,58 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
             result = StageOutput("evaluate", str(out), "computed")
     publish_table(config, "evaluation", evaluation_rows(out), f"Evaluation on the eval split ({out})")
     return result
+
+
+@task(name="export", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+@stage_logged
+def export(config: Config, adapter: StageOutput, evaluation: StageOutput) -> StageOutput:
+    """The evaluated adapter merged into its base, a plain model folder (trainers/export.py), in a child
+    process; returns the folder, beside the adapter, keyed by the evaluation and the export code."""
+    key = content_key({"evaluation": evaluation.path.name, "code": code_key(export_model)}, 12)
+    out = adapter.path.parent / f"export-{key}"
+    with folder_lock(out, resolve_path(config.train.trainer_config().output_dir)):
+        if (out / EXPORT_META).is_file():
+            result = StageOutput("export", str(out), "hit")
+        else:
+            work = out.parent / f".work-{out.name}"
+            run_job("export", {"adapter": adapter.path, "evaluation": evaluation.path, "out": out}, config, folder=work,
+                    what="export", log=out.parent / "export.log")
+            shutil.rmtree(work, ignore_errors=True)
+            result = StageOutput("export", str(out), "computed")
+    publish_markdown(config, "export", f"Merged model: `{out}` (model card: `{out / 'README.md'}`)\n", "The exported model")
+    return result
+
+
+@task(name="parity", retries=0, timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
+@stage_logged
+def parity(config: Config, exported: StageOutput, evaluation: StageOutput, snapshot_dir: str) -> StageOutput:
+    """Every serving path of the export against the evaluation (trainers/parity.py), in a child process;
+    fails the run when a path answers otherwise. Returns the report folder."""
+    e = config.export
+    settings = {"paths": list(e.paths), "min_agreement": e.min_agreement, "seed": config.seed,
+                "engine": config.model.engine.model_dump(mode="json"), "code": code_key(check_parity)}
+    out = exported.path.parent / f"{exported.path.name}-parity-{content_key(settings, 12)}"
+    with folder_lock(out, resolve_path(config.train.trainer_config().output_dir)):
+        if (out / "parity.json").is_file():
+            result = StageOutput("parity", str(out), "hit")
+        else:
+            with atomic_folder(out, prefix=".tmp-parity-") as tmp, engine_slot(config):
+                work = tmp / "work"
+                run_job("parity", {"export": exported.path, "evaluation": evaluation.path, "snapshot": snapshot_dir,
+                                   "out": tmp}, config, folder=work, what="parity", log=out.parent / "parity.log",
+                        on_progress=progress_artifact(config, "parity"))
+                shutil.rmtree(work)
+                for name in ("parity.json", "parity.md"):
+                    write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
+            result = StageOutput("parity", str(out), "computed")
+    report = json.loads((out / "parity.json").read_text())
+    publish_markdown(config, "parity", (out / "parity.md").read_text(), "Every serving path against the evaluation")
+    if not report["passed"]:
+        failed = [f"{name} {100 * p['agreement']:.1f} % ({p['prompts_not_as_trained']} prompts not as trained)"
+                  for name, p in report["paths"].items() if not p["passed"]]
+        raise ParityFailed(f"the exported model does not answer as evaluated on: {', '.join(failed)}; the rows: {out / 'parity.md'}")
+    return result
+
+
+class ParityFailed(RuntimeError):
+    """A serving path of the exported model answers otherwise than the evaluation (or is prompted otherwise)."""

@@ -45,13 +45,13 @@ from core.devices import cuda_available, engine_cpu_env, engine_malloc_env, torc
 from core.engine import build_llm, engine_args
 from core.markdown import md_code, md_text
 from core.progress import Progress
-from core.train_config import served_lora_rank
+from core.train_config import SERVING_PATHS, served_lora_rank
 from trainers.evaluate import answer_budget
 from trainers.export import read_export_meta
 from trainers.format import PromptFormat, read_rows
 from trainers.predict import adapter_rank, lora_base
 
-PATHS = ("transformers", "vllm", "vllm-lora", "vllm-serve")
+PATHS = SERVING_PATHS
 MIN_AGREEMENT = 0.995
 SERVE_START_S = 900  # vLLM's start on a 2-core CPU: ~1-2 minutes; a loaded machine takes longer
 

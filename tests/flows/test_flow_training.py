@@ -66,7 +66,10 @@ def test_killed_training_resumes_from_its_checkpoint_on_the_cached_snapshot(tmp_
     snapshot_before = sorted(p.parent.name for p in (tmp_path / "snap" / "banking77").glob("*/manifest.json"))
     assert len(snapshot_before) == 1  # curation had finished: its snapshot is intact
 
-    again = subprocess.run(_cmd(tmp_path, *MERGED), env=_env(), capture_output=True, text=True, timeout=1200)
+    # the re-run goes on to export and parity (transformers here; every path: tests/trainers/test_export.py).
+    # 4 steps train no classifier, so any agreement passes; the prompt must still be training's.
+    export = ["export.enabled=true", "export.paths=[transformers]", "export.min_agreement=0"]
+    again = subprocess.run(_cmd(tmp_path, *MERGED, *export), env=_env(), capture_output=True, text=True, timeout=1200)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     record_file = sorted((tmp_path / "runs" / "banking77").glob("*/run.json"))[-1]
     record = json.loads(record_file.read_text())
@@ -89,6 +92,13 @@ def test_killed_training_resumes_from_its_checkpoint_on_the_cached_snapshot(tmp_
     assert guided["format_compliance"] == 1.0  # guided choice: every answer is a label
     assert not (Path(record["evaluation"]) / "merged-model").exists()  # removed once the report is written
     assert "evaluation on the eval split" in again.stdout and "adapter" in again.stdout
+    exported, checked = Path(record["export"]), Path(record["parity"])
+    assert (exported / "model.safetensors").is_file() and (exported / "README.md").is_file()
+    assert json.loads((exported / "export_meta.json").read_text())["adapter"] == str(adapter.resolve())
+    parity = json.loads((checked / "parity.json").read_text())
+    assert parity["rows"] == 16 and list(parity["paths"]) == ["transformers"]
+    assert parity["paths"]["transformers"]["prompts_not_as_trained"] == 0 and parity["passed"]
+    assert str(checked) in parity["files"]["markdown"]  # pointed at the final folder, not the temporary one
     # (An unchanged re-run hitting the cache for training and evaluation too: test_deployment.)
 
 
