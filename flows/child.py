@@ -60,7 +60,7 @@ def evaluate_job(config: Config, inputs: dict) -> None:
 
 def export_job(config: Config, inputs: dict) -> None:
     report = json.loads((Path(inputs["evaluation"]) / "report.json").read_text())
-    print(export_model(inputs["adapter"], inputs["out"], report=report), flush=True)
+    print(export_model(inputs["adapter"], inputs["out"], report=report, dtype=config.model.engine.dtype), flush=True)
 
 
 def parity_job(config: Config, inputs: dict) -> None:

@@ -24,10 +24,12 @@ from typing import Optional
 import typer
 
 from core.config import Config, ConfigError, load_config
+from core.devices import DTYPES
 from core.engine import exit_now
 from core.model import resolve_model
 from core.snapshot import resolve_snapshot
 from core.train_config import TrainConfig
+from core.vllm_cli import main as vllm_main
 from flows.cli_common import console, fail
 from flows.logs import console_log
 from trainers.curves import learning_curve
@@ -151,8 +153,12 @@ def export_cmd(
                            "folder. (GGUF is not offered: no maintained converter installs from PyPI; docs/training.md.)"),
     evaluation: Optional[Path] = typer.Option(None, "--eval", help="Evaluation folder whose report.json gives the card its "
                                               "metrics and parity its reference (default: the adapter's latest evaluation)."),
+    dtype: str = typer.Option("auto", "--dtype", help="Of the saved weights: auto (what the engine computes in on this "
+                              "hardware), bfloat16, float16 or float32."),
 ) -> None:
     """Write the tuned model as a folder any stack serves as training prompted it: merged weights, the trained chat template and stop token, a model card."""
+    if dtype not in DTYPES:
+        fail(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if to != "merged":
         fail(f"--to {to}: only `merged` is offered; GGUF needs llama.cpp's converter, which no package on PyPI installs "
              "(docs/training.md)")
@@ -161,7 +167,7 @@ def export_cmd(
     report = json.loads((evaluation / "report.json").read_text()) if evaluation is not None else find_evaluation(adapter)
     console_log()
     try:
-        folder = export_model(adapter, out, report=report)
+        folder = export_model(adapter, out, report=report, dtype=dtype)
     except ExportError as exc:
         fail(str(exc), 1)
     console.print(str(folder), highlight=False, markup=False)
@@ -198,6 +204,11 @@ def parity_cmd(
         fail(str(exc))
     console.print(Path(report["files"]["markdown"]).read_text(), highlight=False, markup=False, soft_wrap=True)
     exit_now(0 if report["passed"] else 1)  # leave without waiting for the engines' shutdown
+
+
+def vllm_cmd(ctx: typer.Context) -> None:
+    """vLLM's own command line, e.g. `curate vllm serve EXPORT --host 127.0.0.1` (the CPU build's `vllm` script fails before it starts)."""
+    vllm_main(list(ctx.args))
 
 
 def _fractions(text: str) -> list[float]:
@@ -244,4 +255,6 @@ def register(app: typer.Typer) -> None:
     app.command("predict")(predict_cmd)
     app.command("export")(export_cmd)
     app.command("parity")(parity_cmd)
+    app.command("vllm", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                          "help_option_names": []})(vllm_cmd)
     app.command("sweep")(sweep_cmd)

@@ -450,7 +450,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
 def export(config: Config, adapter: StageOutput, evaluation: StageOutput) -> StageOutput:
     """The evaluated adapter merged into its base, a plain model folder (trainers/export.py), in a child
     process; returns the folder, beside the adapter, keyed by the evaluation and the export code."""
-    key = content_key({"evaluation": evaluation.path.name, "code": code_key(export_model)}, 12)
+    key = content_key({"evaluation": evaluation.path.name, "dtype": config.model.engine.dtype, "code": code_key(export_model)}, 12)
     out = adapter.path.parent / f"export-{key}"
     with folder_lock(out, resolve_path(config.train.trainer_config().output_dir)):
         if (out / EXPORT_META).is_file():

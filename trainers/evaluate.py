@@ -266,7 +266,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                         llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
                         gc.collect()
                     if serves == "merged":
-                        llm = make_llm(merge_adapter(adapter_dir, out / "merged-model"), 8, lora=False)
+                        # merged in the dtype the engine computes in: a bf16 merge would round W + BA for a float32 engine
+                        llm = make_llm(merge_adapter(adapter_dir, out / "merged-model", dtype=engine_config.dtype), 8, lora=False)
                     elif serves == "trained-base":
                         llm = make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
                     else:

@@ -46,6 +46,7 @@ from core.engine import build_llm, engine_args
 from core.markdown import md_code, md_text
 from core.progress import Progress
 from core.train_config import SERVING_PATHS, served_lora_rank
+from core.vllm_cli import COMMAND as VLLM_CLI
 from trainers.evaluate import answer_budget
 from trainers.export import read_export_meta
 from trainers.format import PromptFormat, read_rows
@@ -80,8 +81,8 @@ def reference_predictions(path: str | Path) -> dict[str, str]:
 Served = tuple[str, list[int]]  # (the answer, the prompt's token ids the path built)
 
 
-def answers_transformers(folder: Path, texts: Sequence[str], max_new_tokens: int, *, batch_size: int = 16,
-                         on_done: Callable[[int], None] | None = None) -> list[Served]:
+def answers_transformers(folder: Path, texts: Sequence[str], max_new_tokens: int, *, dtype: str = "auto",
+                         batch_size: int = 16, on_done: Callable[[int], None] | None = None) -> list[Served]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -90,7 +91,7 @@ def answers_transformers(folder: Path, texts: Sequence[str], max_new_tokens: int
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     device = "cuda" if cuda_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype("auto", device=device),
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype, device=device),
                                                  device_map={"": device}).eval()
     out = []
     for start in range(0, len(texts), batch_size):
@@ -167,7 +168,7 @@ def _post(url: str, body: dict, timeout: float = 600) -> dict:
 def serve_command(folder: Path, port: int, config_file: Path) -> list[str]:
     """`vllm serve` on loopback with the engine settings in a YAML file (vLLM's own --config);
     through core.vllm_cli, as the CPU build's own `vllm` script fails before it starts."""
-    return [sys.executable, "-m", "core.vllm_cli", "serve", str(folder.resolve()), "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
+    return [sys.executable, *VLLM_CLI, "serve", str(folder.resolve()), "--config", str(config_file), "--host", "127.0.0.1", "--port", str(port),
             "--served-model-name", "export", "--disable-uvicorn-access-log"]
 
 
@@ -267,7 +268,7 @@ def parity(export_dir: str | Path, snapshot_dir: str | Path, *, reference: str |
             progress.update(progress.done, system=path)
             started = time.perf_counter()
             if path == "transformers":
-                got = answers_transformers(export_dir, texts, budget, on_done=done)
+                got = answers_transformers(export_dir, texts, budget, dtype=engine_config.dtype, on_done=done)
             elif path == "vllm":
                 got = answers_vllm(export_dir, texts, budget, engine_config=engine_config, seed=seed, on_done=done)
             elif path == "vllm-lora":

@@ -42,7 +42,7 @@ def _curate(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("export")
-    snap = make_snapshot(tmp / "snap", per_label=12, eval_per_label=5, max_chars=120)
+    snap = make_snapshot(tmp / "snap", per_label=12, eval_per_label=3, max_chars=120)
     adapter = train(snap, resolve_model(None), RECIPE, out_dir=tmp / "run")
     ev = _curate("eval", "--adapter", str(adapter), "--merged", "--no-baseline", "--no-guided")
     assert ev.returncode == 0, ev.stderr[-3000:]
@@ -104,10 +104,10 @@ def test_every_serving_path_answers_as_the_evaluation_did(exported):
     out = _curate("parity", str(exported["export"]), "--out", str(exported["tmp"] / "parity"))
     assert out.returncode == 0, (out.stdout[-3000:], out.stderr[-3000:])
     report = json.loads((exported["tmp"] / "parity" / "parity.json").read_text())
-    assert report["rows"] == 20 and set(report["paths"]) == {"transformers", "vllm", "vllm-lora", "vllm-serve"}
+    assert report["rows"] == 12 and set(report["paths"]) == {"transformers", "vllm", "vllm-lora", "vllm-serve"}
     for name, path in report["paths"].items():
         assert path["agreement"] >= 0.995 and path["prompts_not_as_trained"] == 0, (name, path["differ"])
-    assert "| vllm-serve | 20 / 20 |" in out.stdout
+    assert "| vllm-serve | 12 / 12 |" in out.stdout
 
 
 @pytest.mark.slow
@@ -126,7 +126,7 @@ def test_parity_catches_an_export_that_keeps_the_base_template(exported):
     assert out.returncode == 1
     report = json.loads((exported["tmp"] / "fault-parity" / "parity.json").read_text())
     path = report["paths"]["transformers"]
-    assert not report["passed"] and path["prompts_not_as_trained"] == 20
+    assert not report["passed"] and path["prompts_not_as_trained"] == 12
     assert {d["row_id"] for d in path["differ"]} == {json.loads(line)["row_id"] for line in
                                                       (exported["adapter"] / "predictions.jsonl").read_text().splitlines()}
     assert all(d["row_id"] in out.stdout for d in path["differ"])

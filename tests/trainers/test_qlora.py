@@ -257,15 +257,4 @@ def test_training_refuses_on_format_violations_before_loading_the_model(tmp_path
     assert run.format_report["by_check"]["missing_end_of_turn"] == 40
 
 
-@pytest.mark.slow
-def test_a_rank_vllm_has_no_slot_for_trains_and_is_served(tmp_path):
-    """Rank 12 (vLLM's max_lora_rank takes 8 or 16, not 12): trained, then served by vLLM with max_lora_rank 16
-    (was max(r, 8) = 12, which vLLM refuses)."""
-    snap = make_snapshot(tmp_path / "snap")
-    cfg = TINY.model_copy(update={"max_steps": 2, "lora_r": 12, "lora_alpha": 24, "eval_steps": 2})
-    adapter = train(snap, resolve_model(None), cfg, out_dir=tmp_path / "run")
-    assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 12
-    proc = subprocess.run([sys.executable, "-m", "curate", "predict", "--vllm", "--adapter", str(adapter),
-                           "--max-new-tokens", "8", "my pin is blocked"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert len([line for line in proc.stdout.splitlines() if "\t" in line]) == 1
+# A rank vLLM has no slot for (12, served as 16), trained, evaluated and served on every path: tests/trainers/test_export.py.
