@@ -26,10 +26,11 @@ from trainers.qlora import train
 
 # Enough steps at a high rate that the tiny adapter answers every eval row with a label, by a
 # margin no kernel's rounding moves; rank 12 (vLLM serves 8 or 16: the served rank is 16) and
-# ChatML with the instruction as the system prompt (the served template must add it).
+# ChatML with the instruction as the system prompt (the served template must add it). One thread,
+# as test_qlora's: beside another worker's training, two threads each spun and took 5x as long.
 RECIPE = TrainConfig(
     max_steps=16, eval_steps=16, batch_size=4, val_size=4, max_seq_len=128, learning_rate=4e-3,
-    logging_steps=1, early_stopping_patience=0, cpu_threads=2, lora_dropout=0.0, lora_r=12, lora_alpha=24,
+    logging_steps=1, early_stopping_patience=0, cpu_threads=1, lora_dropout=0.0, lora_r=12, lora_alpha=24,
     format=FormatConfig(template="templates/formats/chatml.jinja"),
 )
 
