@@ -44,6 +44,16 @@ def engine_args(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust
     )
 
 
+def engine_environ(engine: EngineConfig, environ: dict | None = None) -> dict[str, str]:
+    """Environment a vLLM engine's processes need from the settings: on the CPU, which cores its
+    threads compute on and glibc's mmap threshold (read as they start); variables set win."""
+    if cuda_available():
+        return {}
+    environ = os.environ if environ is None else environ
+    return {**engine_cpu_env(engine.cpu_threads_bind, environ=environ),
+            **engine_malloc_env(engine.cpu_malloc_mmap_threshold, environ=environ)}
+
+
 def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_remote_code: bool = False, **extra):
     """A `vllm.LLM` for `model_dir` with the engine settings; `extra` adds e.g. LoRA options.
 
@@ -51,10 +61,7 @@ def build_llm(model_dir: str | Path, engine: EngineConfig, *, seed: int, trust_r
     such as chunked prefill on the CPU build apply everywhere.
     """
     os.environ.setdefault("VLLM_CONFIGURE_LOGGING", "0")
-    if not cuda_available():
-        # The engine's processes inherit this: which cores its threads compute on.
-        os.environ.update(engine_cpu_env(engine.cpu_threads_bind))
-        os.environ.update(engine_malloc_env(engine.cpu_malloc_mmap_threshold))  # read by glibc as they start
+    os.environ.update(engine_environ(engine))  # the engine's processes inherit it
     from vllm import LLM
 
     _exit_with_engine_on_sigterm()

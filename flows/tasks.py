@@ -413,6 +413,12 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
     return out
 
 
+def repoint(tmp: Path, out: Path, names: tuple[str, ...]) -> None:
+    """Reports written in a temporary folder name files in it: point them at the final folder."""
+    for name in names:
+        write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
+
+
 @task(name="evaluate", retries=1, retry_delay_seconds=10, timeout_seconds=6 * 3600, cache_policy=NO_CACHE)
 @stage_logged
 def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOutput:
@@ -437,9 +443,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
                         on_progress=progress_artifact(config, "evaluation"))
                 shutil.rmtree(work)
                 write_json(settings, tmp / "settings.json")
-                # the report names files in the temporary folder: point it at the final one
-                for name in ("report.json", "report.md"):
-                    write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
+                repoint(tmp, out, ("report.json", "report.md"))
             result = StageOutput("evaluate", str(out), "computed")
     publish_table(config, "evaluation", evaluation_rows(out), f"Evaluation on the eval split ({out})")
     return result
@@ -484,8 +488,7 @@ def parity(config: Config, exported: StageOutput, evaluation: StageOutput, snaps
                                    "out": tmp}, config, folder=work, what="parity", log=out.parent / "parity.log",
                         on_progress=progress_artifact(config, "parity"))
                 shutil.rmtree(work)
-                for name in ("parity.json", "parity.md"):
-                    write_text((tmp / name).read_text().replace(str(tmp), str(out)), tmp / name)
+                repoint(tmp, out, ("parity.json", "parity.md"))
             result = StageOutput("parity", str(out), "computed")
     report = json.loads((out / "parity.json").read_text())
     publish_markdown(config, "parity", (out / "parity.md").read_text(), "Every serving path against the evaluation")

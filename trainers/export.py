@@ -70,7 +70,7 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, *, report: dict |
     of the saved weights; auto = what the engine computes in on this hardware (core/devices.py).
     """
     adapter_dir, out = Path(adapter_dir), Path(out_dir)
-    fmt = PromptFormat.load(adapter_dir)
+    fmt, method = PromptFormat.load(adapter_dir), adapter_method(adapter_dir)
     model = load_model(adapter_dir, dtype=dtype).merge_and_unload()
     model.config.eos_token_id = fmt.stop_id
     model.generation_config.eos_token_id = fmt.stop_id
@@ -82,8 +82,8 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, *, report: dict |
         (tmp / EXPORT_META).write_text(json.dumps({
             "adapter": str(adapter_dir.resolve()),
             "base_model": str(adapter_base(adapter_dir)),
-            "method": adapter_method(adapter_dir),
-            "merged_into": "nf4 round trip" if adapter_method(adapter_dir) == "qlora" else "base",
+            "method": method,
+            "merged_into": "nf4 round trip" if method == "qlora" else "base",
             "dtype": str(model.dtype).removeprefix("torch."),
             "stop_token": fmt.spec.stop_token,
             "evaluation": report.get("files", {}).get("predictions") if report else None,

@@ -31,10 +31,11 @@ RECIPE_KEYS = ("method", "lora_r", "lora_alpha", "lora_dropout", "target_modules
                "epochs", "max_steps", "batch_size", "grad_accum", "max_seq_len", "packing", "seed")
 
 
-def base_hub_id(base: str | Path) -> str | None:
+def base_hub_id(base: str | Path, identity: dict | None = None) -> str | None:
     """The base model's name on the Hugging Face hub: the bundled model's, or one its config.json
-    records as `org/name`; None for a model known only by a local folder."""
-    identity = model_identity(base)
+    records as `org/name`; None for a model known only by a local folder. `identity`: its
+    core.model.model_identity, where already read."""
+    identity = model_identity(base) if identity is None else identity
     if identity.get("files") is not None:  # the bundled model, prepared from its package
         return DEFAULT_MODEL_HUB_ID
     try:
@@ -44,11 +45,6 @@ def base_hub_id(base: str | Path) -> str | None:
     return name if name.count("/") == 1 and not Path(name).exists() and not name.startswith((".", "/")) else None
 
 
-def _local_hash(base: str | Path) -> str:
-    identity = model_identity(base)
-    return json.dumps(identity.get("files") or identity.get("config"), sort_keys=True)
-
-
 def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported: bool = False) -> str:
     """The README.md text (front matter and body) for the adapter, or for its export (merged)."""
     adapter_dir = Path(adapter_dir)
@@ -56,7 +52,8 @@ def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported:
     fmt = PromptFormat.load(adapter_dir)
     task = fmt.task
     classification = task.kind == "classification"
-    hub = base_hub_id(meta["base_model"])
+    identity = model_identity(meta["base_model"])
+    hub = base_hub_id(meta["base_model"], identity)
     recipe = {k: meta.get("config", {}).get(k) for k in RECIPE_KEYS if k in meta.get("config", {})}
     results = []
     if report is not None:
@@ -90,7 +87,7 @@ def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported:
         "",
         f"- name: {md_code(hub) if hub else 'a local model (no hub name)'}",
         f"- local folder: {md_code(meta['base_model'])}",
-        f"- file hashes: {md_code(_local_hash(meta['base_model']))}",
+        f"- file hashes: {md_code(json.dumps(identity.get('files') or identity.get('config'), sort_keys=True))}",
     ]
     if exported:
         lines.append("- weights: the adapter folded into the base"

@@ -41,8 +41,7 @@ from typing import Callable, Sequence
 import yaml
 
 from core.config import EngineConfig
-from core.devices import cuda_available, engine_cpu_env, engine_malloc_env, torch_dtype
-from core.engine import build_llm, engine_args
+from core.engine import build_llm, engine_args, engine_environ
 from core.markdown import md_code, md_text
 from core.progress import Progress
 from core.train_config import SERVING_PATHS, served_lora_rank
@@ -50,7 +49,7 @@ from core.vllm_cli import COMMAND as VLLM_CLI
 from trainers.evaluate import answer_budget
 from trainers.export import read_export_meta
 from trainers.format import PromptFormat, read_rows
-from trainers.predict import adapter_rank, lora_base
+from trainers.predict import adapter_rank, load_base, lora_base
 
 PATHS = SERVING_PATHS
 MIN_AGREEMENT = 0.995
@@ -84,15 +83,14 @@ Served = tuple[str, list[int]]  # (the answer, the prompt's token ids the path b
 def answers_transformers(folder: Path, texts: Sequence[str], max_new_tokens: int, *, dtype: str = "auto",
                          batch_size: int = 16, on_done: Callable[[int], None] | None = None) -> list[Served]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    device = "cuda" if cuda_available() else "cpu"
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype(dtype, device=device),
-                                                 device_map={"": device}).eval()
+    model = load_base(folder, dtype=dtype).eval()  # a plain model folder, loaded as any base is
+    device = model.device
     out = []
     for start in range(0, len(texts), batch_size):
         chunk = texts[start:start + batch_size]
@@ -175,10 +173,7 @@ def serve_command(folder: Path, port: int, config_file: Path) -> list[str]:
 def answers_vllm_serve(folder: Path, texts: Sequence[str], max_new_tokens: int, *, engine_config: EngineConfig, seed: int,
                        log_path: Path, on_done=None, concurrency: int = 8) -> list[Served]:
     args = {k: v for k, v in engine_args(folder, engine_config, seed=seed).items() if k != "model"}
-    env = dict(os.environ)
-    if not cuda_available():
-        env.update(engine_cpu_env(engine_config.cpu_threads_bind, environ=env))
-        env.update(engine_malloc_env(engine_config.cpu_malloc_mmap_threshold, environ=env))
+    env = {**os.environ, **engine_environ(engine_config)}
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="curate-serve-") as tmp:
         config_file = Path(tmp) / "engine.yaml"
