@@ -14,6 +14,28 @@ from flows import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# Minutes each file of real heavy components takes alone on 2 cores (pytest --durations). Under
+# `--dist loadfile --no-loadscope-reorder` (pyproject) the two workers take whole files in
+# collection order: the longest go first, so that no long file starts near the end and runs
+# alone while the other worker idles (xdist's own order, most tests first, put them last).
+HEAVY_FILES = {
+    "tests/flows/test_flow_training.py": 10,
+    "tests/trainers/test_export.py": 7,
+    "tests/flows/test_deployment.py": 7,
+    "tests/flows/test_prefect_postgres.py": 6.5,
+    "tests/flows/test_work_pool.py": 5.5,
+    "tests/trainers/test_qlora.py": 4.5,
+    "tests/synthesis/test_synthesis.py": 4,
+    "tests/test_reliability.py": 2.5,
+    "tests/synthesis/test_balance_synthesis_clinc150.py": 2.5,
+    "tests/core/test_model.py": 1,
+}
+
+
+def pytest_collection_modifyitems(items):
+    """Longest files first (HEAVY_FILES), the rest in their collection order; a stable sort, the same on every worker."""
+    items.sort(key=lambda item: -HEAVY_FILES.get(item.nodeid.split("::")[0], 0))
+
 
 @pytest.fixture(autouse=True)
 def _project_root(monkeypatch):

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 TINY_STEPS = 4
 # Synthesis (on in configs/banking77.yaml) is left out: its own tests run it, killed and whole.
 TINY_TRAIN = ["synthesis.enabled=false", "train.enabled=true", f"train.max_steps={TINY_STEPS}", "train.eval_steps=2", "train.max_train_examples=48",
-              "train.batch_size=1", "train.cpu_threads=2",
+              "train.batch_size=1", "train.cpu_threads=1",
               "train.val_size=8", "train.early_stopping_patience=0", "train.eval_max_rows=16", "train.eval_baseline=false",
               "train.learning_rate=1e-3", "train.lora_dropout=0.0"]
 
