@@ -279,12 +279,22 @@ class OutputConfig(_Section):
 
 class RunnerConfig(_Section):
     """Where the flow's tasks run. `ray` sends row shards of the row-wise stages to Ray workers
-    through Prefect's RayTaskRunner (prefect-ray); it needs a Prefect server (curate serve)."""
+    through Prefect's RayTaskRunner (prefect-ray), and with `engines` > 1 spreads synthesis and
+    evaluation over that many vLLM engines on Ray actors; it needs a Prefect server (curate serve)."""
 
     kind: Literal["local", "ray"] = Field("local", description="local: threads in this process; ray: a Ray cluster")
     address: str | None = Field(None, description="Ray cluster address (ray://host:10001); null starts a local Ray")
     shards: int = Field(4, ge=1, le=4096, description="row shards for the row-wise stages (clean) on Ray")
     num_cpus: int | None = Field(None, ge=1, description="CPUs of a local Ray (null: all)")
+    engines: int = Field(
+        1, ge=1, le=1024, description="vLLM engines synthesis and evaluation spread their requests over, each on a Ray "
+        "actor of its own (kind ray; core/engine_pool.py): one per GPU of a cluster; on CPUs each takes a slice of a "
+        "machine's cores. 1: one engine in the stage's own process")
+    engine_gpus: float | None = Field(
+        None, ge=0, description="GPUs Ray reserves per engine (null: tensor_parallel_size where CUDA is there, else 0)")
+    engine_cpus: float = Field(
+        0, ge=0, description="Ray CPUs reserved per engine (0: none; the stage's task, holding the machine's engine slot, "
+        "already runs there)")
     engine_slots: int | None = Field(
         1, ge=1, le=64, description="model-engine and training tasks (synthesis, training, evaluation) running at once on "
         "one machine, across every run of a Prefect server: its global concurrency limit curate-engine-<host>, created "

@@ -23,6 +23,7 @@ import polars as pl
 
 from core.config import Config, load_config
 from core.engine import exit_now
+from core.engine_pool import DataParallel
 from core.io import write_json
 from flows.cache import write_rows_stage
 from flows.proc import child_log_handler, die_with_parent
@@ -54,7 +55,8 @@ def evaluate_job(config: Config, inputs: dict) -> None:
     t = config.train
     report = evaluate(inputs["adapter"], inputs["snapshot"], shots=t.eval_shots, baseline=t.eval_baseline,
                       max_examples=t.eval_max_rows, out_dir=inputs["out"], guided=t.eval_guided, merged=t.eval_merged,
-                      seed=config.seed, engine_config=config.model.engine, base_guided=t.eval_baseline_guided)
+                      seed=config.seed, engine_config=config.model.engine, base_guided=t.eval_baseline_guided,
+                      parallel=DataParallel.from_config(config))
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 

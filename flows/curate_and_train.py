@@ -22,7 +22,8 @@ import uuid
 from pathlib import Path
 
 from prefect import flow, get_run_logger, unmapped
-from prefect.flow_runs import pause_flow_run
+from prefect.context import FlowRunContext
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 
@@ -66,7 +67,8 @@ def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
     """Wait for a reviewer's decision on the snapshot; return the recorded review.
 
     A decision already in the manifest (`curate review approve|reject`) is used as is.
-    On a Prefect server the run pauses and asks for a ReviewDecision (UI or CLI); with
+    On a Prefect server the run asks for a ReviewDecision (UI or CLI): a deployment's run is
+    suspended (Prefect's suspend_flow_run: no process waits), any other run pauses; with
     the ephemeral in-process API nobody could answer, so the run stops and says how to
     approve (a re-run then passes the gate, every stage a cache hit).
     """
@@ -77,8 +79,14 @@ def review_gate(snapshot_dir: str, *, timeout_s: int) -> dict:
                 f"snapshot {snapshot_dir} awaits review: run `curate review approve {snapshot_dir} --by NAME` "
                 "(or reject), then run again"
             )
-        get_run_logger().info("paused for review of %s: approve or reject in the Prefect UI", snapshot_dir)
-        answer = pause_flow_run(wait_for_input=ReviewDecision, timeout=timeout_s)
+        run = FlowRunContext.get().flow_run
+        get_run_logger().info("waiting for review of %s: approve or reject in the Prefect UI", snapshot_dir)
+        if run.deployment_id is not None:
+            # A deployment's run is suspended: its process ends and no worker is held while a reviewer takes
+            # days; resumed, the run starts again, every stage a cache hit, and this call returns the answer.
+            answer = suspend_flow_run(wait_for_input=ReviewDecision, timeout=timeout_s, key="review")
+        else:  # a run outside a deployment cannot be started again: it waits in its process
+            answer = pause_flow_run(wait_for_input=ReviewDecision, timeout=timeout_s, key="review")
         record_review(snapshot_dir, "approve" if answer.approve else "reject", by=answer.reviewer, note=answer.note or None)
         status = review_status(snapshot_dir)
     if status["decision"] != "approved":

@@ -80,13 +80,14 @@ def relayed(line: str) -> str | None:
 
 
 def run_job(job: str, inputs: dict, config: BaseModel, *, folder: str | Path, what: str, log: str | Path,
-            tail_lines: int = 15, on_progress: Callable[[ProgressLine], None] | None = None) -> None:
+            tail_lines: int = 15, on_progress: Callable[[ProgressLine], None] | None = None,
+            env: dict[str, str] | None = None) -> None:
     """Run `python -m flows.child JOB <folder>/JOB.job.json`: the resolved config goes to <folder>/config.json,
     the job's paths (`inputs`) into the job file; output appended to `log`. Raise ChildFailed on a non-zero exit.
 
     The child's `curate` lines (stage progress) are also logged here, on the `curate.progress`
     logger (the console, the run log, the Prefect task's log), and each progress line is
-    handed to `on_progress` (Prefect's progress artifact)."""
+    handed to `on_progress` (Prefect's progress artifact). `env` adds to the child's environment."""
     folder, log = Path(folder), Path(log)
     config_file = write_resolved(config, folder / "config.json")
     job_file = write_json({"job": job, "config": str(config_file), "inputs": {k: str(v) for k, v in inputs.items()},
@@ -95,7 +96,7 @@ def run_job(job: str, inputs: dict, config: BaseModel, *, folder: str | Path, wh
     progress_log = logging.getLogger(PROGRESS_LOGGER)
     with open(log, "ab") as fh:
         child = subprocess.Popen([sys.executable, "-m", CHILD_MODULE, job, str(job_file)], stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT)
+                                 stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
         for raw in child.stdout:
             fh.write(raw)
             fh.flush()

@@ -51,6 +51,7 @@ from flows.cache import StageOutput, cached, code_key, content_key, file_hashes,
 from flows.limits import engine_slot
 from flows.logs import stage_logged
 from flows.proc import run_job
+from flows.runner import ray_environ
 from synthesis.synthesize import synthesis_requested, synthesize_stage
 from trainers.evaluate import evaluate as evaluate_adapter
 from trainers.export import EXPORT_META, export_model
@@ -276,7 +277,7 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
             with engine_slot(config):  # one of this machine's model-engine slots (flows/limits.py)
                 run_job("synthesize", {"rows": prev.path / "rows.parquet", "plan": prev.path / "plan.parquet", "out": out},
                         config, folder=work, what="synthesis", log=out / "synthesis.log",
-                        on_progress=progress_artifact(config, "synthesis"))
+                        on_progress=progress_artifact(config, "synthesis"), env=ray_environ())
             shutil.rmtree(work)
         else:
             kept, dropped, counts, totals = synthesize_stage(pl.read_parquet(prev.path / "rows.parquet", glob=False), plan, config)
@@ -440,7 +441,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
                 work = tmp / "work"
                 run_job("evaluate", {"adapter": adapter.path, "snapshot": snapshot_dir, "out": tmp}, config, folder=work,
                         what="evaluation", log=out.parent / "evaluate.log",
-                        on_progress=progress_artifact(config, "evaluation"))
+                        on_progress=progress_artifact(config, "evaluation"), env=ray_environ())
                 shutil.rmtree(work)
                 write_json(settings, tmp / "settings.json")
                 repoint(tmp, out, ("report.json", "report.md"))

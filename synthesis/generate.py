@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, Sequence
 
 from core.engine import release_free_memory
+from core.engine_pool import engine_limits
 from synthesis.templates import ParseSpec
 
 # Reasons (stable: they become metrics)
@@ -73,11 +74,7 @@ def sampling_params(req: Request):
 
 def _scheduler_budget(llm) -> int | None:
     """Prompt tokens the engine prefills per step when chunked prefill is on (None: off or unknown)."""
-    try:
-        sched = llm.llm_engine.vllm_config.scheduler_config
-    except AttributeError:
-        return None
-    return int(sched.max_num_batched_tokens) if getattr(sched, "enable_chunked_prefill", False) else None
+    return engine_limits(llm).max_num_batched_tokens
 
 
 def pack_by_tokens(lengths: Sequence[int], *, budget: int | None, max_items: int) -> list[tuple[int, int]]:
@@ -137,10 +134,8 @@ class VLLMGenerator:
 
     def max_prompt_tokens(self) -> int | None:
         """The longest prompt the engine accepts (its context window less one token to generate)."""
-        try:
-            return int(self.llm.llm_engine.model_config.max_model_len) - 1
-        except AttributeError:
-            return None
+        window = engine_limits(self.llm).max_model_len
+        return None if window is None else window - 1
 
     def generate(self, requests: Sequence[Request]) -> list[list[Generation]]:
         ids = self.tokenize(requests)

@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 from core.config import Config
-from core.engine import make_llm
+from core.engine_pool import EnginePool, make_engine
 from core.ingest import ingest
 from core.model import DEFAULT_MODEL_DIR
 from core.progress import Progress
@@ -190,7 +190,7 @@ def synthesize(
         if generator is None and wanted:
             if llm is None:
                 t0 = time.perf_counter()
-                llm = make_llm(config)
+                llm = make_engine(config)  # one engine, or runner.engines of them on Ray (core/engine_pool.py)
                 engine_seconds = time.perf_counter() - t0
             generator = VLLMGenerator(llm, batch_size=syn.batch_size)
 
@@ -316,6 +316,7 @@ def synthesize(
         "label_check_template": {"name": chk_tpl.name, "hash": chk_tpl.hash} if chk_tpl else None,
         "model": model,
         "seed": syn.seed,
+        "engines": len(llm.actors) if isinstance(llm, EnginePool) else 1,  # runner.engines on Ray (core/engine_pool.py)
         # overhead = everything but the engine start and the model calls: render, parse, clean, dedupe, bookkeeping
         "seconds": {
             "total": round(total_s := time.perf_counter() - started, 3), "engine_start": round(engine_seconds, 3),

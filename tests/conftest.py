@@ -21,11 +21,12 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY_FILES = {
     "tests/flows/test_flow_training.py": 10,
     "tests/trainers/test_export.py": 7,
-    "tests/flows/test_deployment.py": 7,
+    "tests/flows/test_deployment.py": 9,
     "tests/flows/test_prefect_postgres.py": 6.5,
     "tests/flows/test_work_pool.py": 5.5,
     "tests/trainers/test_qlora.py": 4.5,
     "tests/synthesis/test_synthesis.py": 4,
+    "tests/core/test_engine_pool.py": 3,
     "tests/test_reliability.py": 2.5,
     "tests/synthesis/test_balance_synthesis_clinc150.py": 2.5,
     "tests/core/test_model.py": 1,

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.config import EngineConfig
-from core.engine import build_llm, engine_args
+from core.engine import engine_args
+from core.engine_pool import DataParallel, EnginePool, build_engine
 from core.progress import Progress
 from core.train_config import FormatConfig, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
@@ -193,7 +194,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
              task_cfg: Any = None, engine: str = "vllm", shots: int = 5, baseline: bool = True,
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
              max_new_tokens: int | None = None, guided: bool = True, merged: bool = False,
-             engine_config: EngineConfig | None = None, base_guided: bool = True) -> dict:
+             engine_config: EngineConfig | None = None, base_guided: bool = True,
+             parallel: DataParallel | None = None) -> dict:
     """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
 
     With `guided` (classification, vLLM), the tuned model (and with `base_guided` the base model)
@@ -201,6 +203,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     model is served in practice. The free systems measure what the model learned on its own
     (format compliance). vLLM engines are built from `engine_config` (a config's `model.engine`;
     its defaults when None) and `seed`, which also draws the few-shot rows and the eval sample.
+    With `parallel` (runner.engines on Ray), each engine is that many engines on Ray actors, every
+    call's rows split over them in order (core/engine_pool.py): the same predictions, in the same order.
     Progress (rows per system, an ETA) goes to the `curate.progress` logger (core.progress).
     """
     engine_config = engine_config or EngineConfig()
@@ -245,8 +249,10 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     def make_llm(model: Path, rank: int, lora: bool):
         extra = {"enable_lora": lora, "max_lora_rank": served_lora_rank(rank), "max_loras": 1}
-        built.append({k: v for k, v in engine_args(model, engine_config, seed=seed, **extra).items() if k != "model"})
-        return build_llm(model, engine_config, seed=seed, **extra)
+        llm = build_engine(model, engine_config, seed=seed, parallel=parallel, **extra)
+        built.append({**{k: v for k, v in engine_args(model, engine_config, seed=seed, **extra).items() if k != "model"},
+                      "engines": len(llm.actors) if isinstance(llm, EnginePool) else 1})  # runner.engines on Ray
+        return llm
 
     models: dict[bool, Any] = {}
     results, predictions = {}, {}

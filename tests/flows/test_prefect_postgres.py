@@ -154,3 +154,41 @@ def test_a_prefect_server_restarted_in_the_middle_of_a_run_loses_nothing(on_post
     assert Path(record["snapshot"]) == snaps[0].parent
     keys = {r["key"] for r in _rows(postgres, f"SELECT key FROM artifact WHERE flow_run_id = '{run_id}'")}
     assert {"banking77-funnel", "banking77-snapshot"} <= keys, sorted(keys)
+
+
+HOLD_SLOT = """
+import pathlib, sys, time
+from prefect.concurrency.sync import concurrency
+name, go = sys.argv[1], pathlib.Path(sys.argv[2])
+with concurrency(name, occupy=1, strict=True, lease_duration=60, raise_on_lease_renewal_failure=False):
+    print("held", flush=True)
+    while not go.exists():
+        time.sleep(0.2)
+print("released", flush=True)
+"""
+
+
+def _active_slots(env: dict, name: str) -> int:
+    script = ("import sys\nfrom prefect import get_client\nwith get_client(sync_client=True) as c:\n"
+              f"    print(c.read_global_concurrency_limit_by_name({name!r}).active_slots)")
+    return int(subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True).stdout)
+
+
+def test_an_engine_slot_held_across_a_server_restart_is_handed_back(on_postgres, tmp_path):
+    """The project's Prefect settings keep concurrency leases in files (pyproject's [tool.prefect.server.concurrency]):
+    a stage holding an engine slot while the server restarts still gives it back after (in memory the lease was lost
+    and the slot stayed taken until an operator reset it)."""
+    env, state = on_postgres
+    name = "curate-test-restart-slot"
+    subprocess.run([str(BIN / "prefect"), "gcl", "create", name, "--limit", "1"], env=env, check=True, capture_output=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_SLOT, name, str(tmp_path / "go")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    assert _active_slots(env, name) == 1
+    assert list((state["home"] / "concurrency_leases").glob("*.json"))  # the lease is a file of the server's home
+    _stop(state["server"])
+    state["server"] = _server(state["home"], state["url"], state["port"])
+    assert _active_slots(env, name) == 1  # still held, by a lease the restarted server knows
+    (tmp_path / "go").touch()
+    assert holder.stdout.read().strip().endswith("released") and holder.wait(timeout=60) == 0
+    assert _active_slots(env, name) == 0
