@@ -92,7 +92,7 @@ def test_settings_reach_the_evaluation_engine(tmp_path, monkeypatch):
     (adapter / "train_meta.json").write_text(json.dumps({"global_step": 3}))
     jobs = []
 
-    def run_job(job, inputs, config, *, folder, what, log, on_progress=None):
+    def run_job(job, inputs, config, *, folder, what, log, on_progress=None, env=None):
         jobs.append((job, inputs, config))
         out = inputs["out"]
         (out / "report.json").write_text(json.dumps({"task_kind": "classification", "systems": {}}))
