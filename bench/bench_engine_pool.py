@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def one(adapter: str, engines: int, dtype: str, out: str) -> dict:
+def one(adapter: str, engines: int, dtype: str, out: str, share: float) -> dict:
     import polars as pl
 
     from core.config import load_config
@@ -38,7 +38,7 @@ def one(adapter: str, engines: int, dtype: str, out: str) -> dict:
     adapter_dir = Path(adapter)
     snapshot = json.loads((adapter_dir / "train_meta.json").read_text())["snapshot"]
     ray = ["runner.kind=ray", f"runner.engines={engines}"] if engines > 1 else []
-    config = load_config("configs/banking77.yaml", [f"model.engine.dtype={dtype}", *ray])
+    config = load_config("configs/banking77.yaml", [f"model.engine.dtype={dtype}", f"model.engine.gpu_memory_utilization={share}", *ray])
     plans = sorted(Path("data/cache/banking77/04-balance").glob("*/plan.parquet"), key=lambda p: p.stat().st_mtime)
     balance = plans[-1] if plans else None  # the newest run's
     if balance is None:
@@ -70,11 +70,13 @@ def main() -> None:
     ap.add_argument("--adapter", required=True, help="a banking77 adapter folder (train_meta.json names its snapshot)")
     ap.add_argument("--engines", default="1,2", help="engine counts to compare, comma-separated")
     ap.add_argument("--dtype", default="auto", help="model.engine.dtype")
+    ap.add_argument("--memory-share", type=float, default=0.15,
+                    help="model.engine.gpu_memory_utilization of each engine (0.3, the default, twice on 24 GB trips Ray's OOM killer)")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
-        result = one(args.adapter, args.child, args.dtype, args.out)
+        result = one(args.adapter, args.child, args.dtype, args.out, args.memory_share)
         print("RESULT " + json.dumps(result), flush=True)
         from core.engine import exit_now
 
@@ -82,7 +84,7 @@ def main() -> None:
     results = []
     for n in [int(x) for x in args.engines.split(",")]:
         with tempfile.TemporaryDirectory() as tmp:
-            proc = subprocess.run([sys.executable, __file__, "--adapter", args.adapter, "--dtype", args.dtype,
+            proc = subprocess.run([sys.executable, __file__, "--adapter", args.adapter, "--dtype", args.dtype, "--memory-share", str(args.memory_share),
                                    "--child", str(n), "--out", tmp], capture_output=True, text=True, cwd=ROOT)
         line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
         if line is None:
