@@ -88,6 +88,11 @@ def torch_dtype(name: str, *, device: str = "auto"):
 SMALL_MACHINE_CPUS = 4
 
 
+def usable_cpus() -> list[int]:
+    """The cores this process may run on (its affinity), in order."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
 def engine_cpu_env(setting: str, *, cpus: list[int] | None = None, environ: dict | None = None) -> dict[str, str]:
     """Environment for vLLM's CPU engine: which cores its OpenMP threads are bound to.
 
@@ -101,7 +106,7 @@ def engine_cpu_env(setting: str, *, cpus: list[int] | None = None, environ: dict
     """
     environ = os.environ if environ is None else environ
     if cpus is None:
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        cpus = usable_cpus()
     if setting == "vllm" or (setting == "auto" and len(cpus) > SMALL_MACHINE_CPUS):
         env = {}
     elif setting == "auto":

@@ -20,8 +20,8 @@ there), so Ray puts one engine on each GPU. On CPUs, with `cpu_threads_bind: aut
 actors on one machine split its cores between them (engine i computes on the i-th of
 `engines` equal slices), since OpenMP threads of several engines on the same cores spin
 against each other. `gpu_memory_utilization` is each engine's own (of RAM on the CPU
-build, weights included): N engines on one machine take N times it. Ray itself is imported inside the functions: nothing imports it
-unless a pool is asked for.
+build, weights included): N engines on one machine take N times it. Ray itself is
+imported inside the functions: nothing imports it unless a pool is asked for.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from core.config import Config, EngineConfig
-from core.devices import cuda_available, engine_cpu_env
+from core.devices import cuda_available, engine_cpu_env, usable_cpus
 from core.engine import build_llm, release_free_memory
 from core.model import resolve_model
 
@@ -92,6 +92,11 @@ def engine_limits(llm) -> EngineLimits:
                         int(sched.max_num_batched_tokens) if chunked else None)
 
 
+def engine_count(llm) -> int:
+    """How many engines answer for `llm`: a pool's actors, else one (reports record it)."""
+    return len(llm.actors) if isinstance(llm, EnginePool) else 1
+
+
 def split_evenly(n: int, parts: int) -> list[tuple[int, int]]:
     """[start, stop) of `parts` contiguous runs covering range(n), the first ones longer by one; empty runs left out."""
     size, extra = divmod(n, parts)
@@ -149,8 +154,7 @@ class EnginePool:
         connect_ray(parallel)
         self.model_dir, self.trust_remote_code = str(Path(model_dir).resolve()), trust_remote_code
         gpus = parallel.gpus if parallel.gpus is not None else (engine.tensor_parallel_size if cuda_available() else 0)
-        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-        slices = core_slices(cpus, parallel.engines)
+        slices = core_slices(usable_cpus(), parallel.engines)
         actor = ray.remote(_Engine)
         self.actors = []
         for i in range(parallel.engines):

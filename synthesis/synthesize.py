@@ -49,7 +49,7 @@ from pathlib import Path
 import polars as pl
 
 from core.config import Config
-from core.engine_pool import EnginePool, make_engine
+from core.engine_pool import engine_count, make_engine
 from core.ingest import ingest
 from core.model import DEFAULT_MODEL_DIR
 from core.progress import Progress
@@ -316,7 +316,7 @@ def synthesize(
         "label_check_template": {"name": chk_tpl.name, "hash": chk_tpl.hash} if chk_tpl else None,
         "model": model,
         "seed": syn.seed,
-        "engines": len(llm.actors) if isinstance(llm, EnginePool) else 1,  # runner.engines on Ray (core/engine_pool.py)
+        "engines": engine_count(llm),  # runner.engines on Ray (core/engine_pool.py)
         # overhead = everything but the engine start and the model calls: render, parse, clean, dedupe, bookkeeping
         "seconds": {
             "total": round(total_s := time.perf_counter() - started, 3), "engine_start": round(engine_seconds, 3),

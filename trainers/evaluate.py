@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 from core.config import EngineConfig
 from core.engine import engine_args
-from core.engine_pool import DataParallel, EnginePool, build_engine
+from core.engine_pool import DataParallel, build_engine, engine_count
 from core.progress import Progress
 from core.train_config import FormatConfig, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
@@ -251,7 +251,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         extra = {"enable_lora": lora, "max_lora_rank": served_lora_rank(rank), "max_loras": 1}
         llm = build_engine(model, engine_config, seed=seed, parallel=parallel, **extra)
         built.append({**{k: v for k, v in engine_args(model, engine_config, seed=seed, **extra).items() if k != "model"},
-                      "engines": len(llm.actors) if isinstance(llm, EnginePool) else 1})  # runner.engines on Ray
+                      "engines": engine_count(llm)})  # runner.engines on Ray
         return llm
 
     models: dict[bool, Any] = {}
