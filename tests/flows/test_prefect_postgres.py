@@ -190,5 +190,6 @@ def test_an_engine_slot_held_across_a_server_restart_is_handed_back(on_postgres,
     state["server"] = _server(state["home"], state["url"], state["port"])
     assert _active_slots(env, name) == 1  # still held, by a lease the restarted server knows
     (tmp_path / "go").touch()
-    assert holder.stdout.read().strip().endswith("released") and holder.wait(timeout=60) == 0
+    # Prefect's exit may add its own line ("Still processing items ...") after the script's last one
+    assert "released" in holder.stdout.read().splitlines() and holder.wait(timeout=60) == 0
     assert _active_slots(env, name) == 0
