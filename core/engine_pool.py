@@ -133,14 +133,14 @@ class _Engine:
         return [RequestResult([Completion(c.text, c.finish_reason, list(c.token_ids)) for c in o.outputs]) for o in outputs]
 
 
-def connect_ray(parallel: DataParallel) -> None:
-    """Join the Ray cluster the stage runs on (its address, RAY_ADDRESS), or start a local one."""
+def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
+    """Join the Ray cluster the stage runs on (`address`, else RAY_ADDRESS), or start a local one (of `num_cpus`)."""
     import ray
 
     if ray.is_initialized():
         return
-    address = parallel.address or os.environ.get("RAY_ADDRESS") or None
-    local = {} if address else {"include_dashboard": False, **({"num_cpus": parallel.num_cpus} if parallel.num_cpus else {})}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    local = {} if address else {"include_dashboard": False, **({"num_cpus": num_cpus} if num_cpus else {})}
     ray.init(address=address, ignore_reinit_error=True, log_to_driver=False, **local)
 
 
@@ -151,7 +151,7 @@ class EnginePool:
                  trust_remote_code: bool = False, **extra) -> None:
         import ray
 
-        connect_ray(parallel)
+        connect_ray(parallel.address, parallel.num_cpus)
         self.model_dir, self.trust_remote_code = str(Path(model_dir).resolve()), trust_remote_code
         gpus = parallel.gpus if parallel.gpus is not None else (engine.tensor_parallel_size if cuda_available() else 0)
         slices = core_slices(usable_cpus(), parallel.engines)

@@ -141,6 +141,16 @@ class TrainConfig(_Section):
         "its heap. 131072: the least memory: on the bundled model QLoRA's training peak 501 MB instead of "
         "1,397, at 0.80x the tokens/s (LoRA 0.55x) in float32; 0.89-1.0x in bf16 (docs/training.md)",
     )
+    runner: Literal["local", "ray"] = Field(
+        "local", description="local: one training process; ray: Ray Train's TorchTrainer with `workers` DDP processes "
+        "(gloo on CPUs, NCCL on GPUs: one worker per GPU) on the Ray cluster of RAY_ADDRESS (or a local Ray), "
+        "the same TRL training and adapter format (trainers/ray_train.py)")
+    workers: int = Field(2, ge=1, le=1024, description="runner ray: training workers; batch_size is the global batch, "
+                         "split evenly between them (so the same steps see the same rows per step as one process)")
+    worker_cpus: float = Field(1, gt=0, description="runner ray: Ray CPUs each worker reserves")
+    max_failures: int = Field(
+        1, ge=0, description="runner ray: a failed worker group is started again this many times, each resuming "
+        "from the latest checkpoint Ray Train holds")
     output_dir: str = Field("data/runs/adapters", description="runs go to <output_dir>/<dataset>/<run name>/ (git-ignored)")
     allow_format_violations: bool = Field(
         False, description="train even when the token-level format check finds violations (they are still reported)"
@@ -160,6 +170,9 @@ class TrainConfig(_Section):
             problems.append("max_steps must be -1 (use epochs) or positive")
         if isinstance(self.target_modules, list) and not self.target_modules:
             problems.append("target_modules must not be empty")
+        if self.runner == "ray" and self.batch_size % self.workers:
+            problems.append(f"batch_size {self.batch_size} is the global batch of runner ray: it must split evenly "
+                            f"between its {self.workers} workers")
         if self.early_stopping_patience > 0 and self.val_size == 0:
             problems.append("early stopping needs validation rows: set val_size > 0 or early_stopping_patience 0")
         if problems:

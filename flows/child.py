@@ -1,7 +1,7 @@
 """The child process of a stage's heavy work: `python -m flows.child JOB JOB_FILE` (started by flows/proc.py).
 
     synthesize  synthesis.synthesize.synthesize_stage on a balance stage's rows and plan -> the stage's tables
-    train       trainers.qlora.train on a snapshot -> <run>/adapter/
+    train       trainers.ray_train.train_adapter on a snapshot (here, or on Ray Train workers) -> <run>/adapter/
     evaluate    trainers.evaluate.evaluate of an adapter on its snapshot's eval split -> report.json, report.md
     export      trainers.export.export_model of an evaluated adapter -> a merged model folder
     parity      trainers.parity.parity of an export against its evaluation -> parity.json, parity.md
@@ -32,7 +32,7 @@ from trainers.evaluate import evaluate
 from trainers.export import export_model
 from trainers.format_check import FormatViolationError
 from trainers.parity import parity
-from trainers.qlora import train
+from trainers.ray_train import train_adapter
 
 
 def synthesize_job(config: Config, inputs: dict) -> None:
@@ -45,7 +45,7 @@ def synthesize_job(config: Config, inputs: dict) -> None:
 
 def train_job(config: Config, inputs: dict) -> None:
     try:
-        adapter = train(inputs["snapshot"], inputs["model"], config.train.trainer_config(), out_dir=inputs["out"])
+        adapter = train_adapter(inputs["snapshot"], inputs["model"], config.train.trainer_config(), out_dir=inputs["out"])
     except FormatViolationError as exc:
         sys.exit(str(exc))
     print(adapter, flush=True)

@@ -38,7 +38,7 @@ from trainers.export import ExportError, export_model, find_evaluation, read_exp
 from trainers.format_check import FormatViolationError, format_check
 from trainers.parity import MIN_AGREEMENT, PATHS, ParityError, parity
 from trainers.predict import predict
-from trainers.qlora import train
+from trainers.ray_train import train_adapter
 
 SNAPSHOT_HELP = "Snapshot folder, id, or dataset name (its latest snapshot)."
 TRAIN_CONFIG_HELP = "Training YAML (configs/train/*.yaml; default: the training defaults)."
@@ -92,7 +92,7 @@ def train_cmd(
     cfg = _train_config(config, overrides)
     console_log()  # steps, loss and an ETA on stderr
     try:
-        console.print(str(train(_snapshot(snapshot), resolve_model(model), cfg, out_dir=out)), highlight=False)
+        console.print(str(train_adapter(_snapshot(snapshot), resolve_model(model), cfg, out_dir=out)), highlight=False)
     except FormatViolationError as exc:
         fail(str(exc), 1)
 

@@ -63,7 +63,8 @@ from trainers.qlora import train as train_adapter
 from trainers.summary import evaluation_rows, training_rows
 
 # Training settings that change how fast a run goes, not what it learns (left out of the run folder's key).
-SPEED_ONLY = {"cpu_threads", "cpu_malloc_mmap_threshold", "output_dir", "logging_steps", "save_total_limit"}
+SPEED_ONLY = {"cpu_threads", "cpu_malloc_mmap_threshold", "output_dir", "logging_steps", "save_total_limit", "worker_cpus",
+              "max_failures"}
 
 
 # -- artifacts --------------------------------------------------------------------------------
@@ -355,7 +356,8 @@ def train_run_dir(config: Config, snapshot_dir: str | Path) -> Path:
     tc = config.train.trainer_config()
     parts = {
         "snapshot": read_manifest(snapshot_dir)["snapshot_id"],
-        "train": tc.model_dump(mode="json", exclude=SPEED_ONLY),
+        # where training ran is part of the key only on Ray (its workers each see a share of every batch)
+        "train": tc.model_dump(mode="json", exclude=SPEED_ONLY | ({"runner", "workers"} if tc.runner == "local" else set())),
         "model": model_identity(config.model.path),
         "code": code_key(train_adapter),
         # the prompt-format template's content, not only its path

@@ -27,6 +27,7 @@ HEAVY_FILES = {
     "tests/trainers/test_qlora.py": 4.5,
     "tests/synthesis/test_synthesis.py": 4,
     "tests/core/test_engine_pool.py": 3,
+    "tests/trainers/test_ray_train.py": 2.2,
     "tests/test_reliability.py": 2.5,
     "tests/synthesis/test_balance_synthesis_clinc150.py": 2.5,
     "tests/core/test_model.py": 1,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import resource
 import sys
@@ -175,16 +176,19 @@ def to_dataset(fmt: PromptFormat, rows: list[dict]):
     )
 
 
+def default_run_dir(snapshot_dir: Path, cfg: TrainConfig) -> Path:
+    """<output_dir>/<dataset>/<snapshot>-<method>-r<rank>-f<fraction>-s<seed>: where `curate train` trains by default."""
+    manifest = json.loads((Path(snapshot_dir) / "manifest.json").read_text())
+    name = f"{Path(snapshot_dir).name}-{cfg.method}-r{cfg.lora_r}-f{cfg.train_fraction:g}-s{cfg.seed}"
+    return Path(cfg.output_dir) / manifest.get("name", Path(snapshot_dir).parent.name) / name
+
+
 def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, task_cfg: Any = None,
           out_dir: str | Path | None = None, *, load: bool = True) -> Run:
     """Everything up to the first step; raises FormatViolationError before any model loads."""
     snapshot_dir, model_dir = Path(snapshot_dir), Path(model_dir)
     task: TaskInfo = task_info(snapshot_dir, task_cfg)
-    if out_dir is None:
-        manifest = json.loads((snapshot_dir / "manifest.json").read_text())
-        name = f"{snapshot_dir.name}-{cfg.method}-r{cfg.lora_r}-f{cfg.train_fraction:g}-s{cfg.seed}"
-        out_dir = Path(cfg.output_dir) / manifest.get("name", snapshot_dir.parent.name) / name
-    run_dir = Path(out_dir)
+    run_dir = Path(out_dir) if out_dir is not None else default_run_dir(snapshot_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
 
     fmt = PromptFormat.from_model(model_dir, task, cfg.format)
@@ -192,16 +196,19 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     eval_rows = read_rows(snapshot_dir, "eval")
     report = check_format(fmt, train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len, packing=cfg.packing,
                           batch_size=cfg.batch_size)
-    (run_dir / "format_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    print(report.summary(), file=sys.stderr)
+    writer = main_process()  # the workers of a distributed run each check; rank 0 writes and tells
+    if writer:
+        (run_dir / "format_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+        print(report.summary(), file=sys.stderr)
     if not report.ok and not cfg.allow_format_violations:
         raise FormatViolationError(
             report.summary() + f"\nTraining refused: fix the format (train.format) or set "
             f"allow_format_violations: true. Full list: {run_dir / 'format_report.json'}"
         )
-    (run_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
-    (run_dir / "run.json").write_text(json.dumps({"snapshot": str(snapshot_dir), "base_model": str(model_dir.resolve()),
-                                                  "train_rows": len(train_rows), "val_rows": len(val_rows)}, indent=2) + "\n")
+    if writer:
+        (run_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
+        (run_dir / "run.json").write_text(json.dumps({"snapshot": str(snapshot_dir), "base_model": str(model_dir.resolve()),
+                                                      "train_rows": len(train_rows), "val_rows": len(val_rows)}, indent=2) + "\n")
     run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report.to_dict())
     run.device = pick_device(cfg.device)
     if load:
@@ -216,7 +223,7 @@ def _format_callback(fmt: PromptFormat):
     class SaveFormat(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             ckpt = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if ckpt.is_dir():
+            if state.is_world_process_zero and ckpt.is_dir():  # the process that wrote it
                 fmt.save(ckpt)
 
     return SaveFormat()
@@ -230,11 +237,14 @@ def _progress_callback():
         progress: Progress | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:  # one progress line per run, not per worker
+                return
             self.progress = Progress("training", total=state.max_steps, unit="steps").__enter__()
             self.progress.update(state.global_step)
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.progress.update(state.global_step, total=state.max_steps)
+            if self.progress is not None:
+                self.progress.update(state.global_step, total=state.max_steps)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if self.progress is not None and logs:
@@ -257,9 +267,18 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return next((c for c in reversed(ckpts) if (c / "trainer_state.json").is_file()), None)
 
 
+def main_process() -> bool:
+    """Whether this is the process that writes (rank 0 of a distributed run, or the only one)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_rows: bool = True,
-        labelled_only: bool = True):
-    """Train with SFTTrainer (trainers.sft); resumes from the latest complete checkpoint in the run folder.
+        labelled_only: bool = True, workers: int = 1, checkpoint: Path | None = None):
+    """Train with SFTTrainer (trainers.sft); resumes from the latest complete checkpoint in the run folder
+    (or from `checkpoint`, the one a distributed run's cluster holds).
+
+    `workers` > 1: this process is one of a DDP group (trainers.ray_train); each takes an equal
+    share of the global batch `batch_size`, and only rank 0 writes checkpoints and logs.
 
     With packing, `packed_rows` keeps the batch's packed rows apart (trainers.packing); False
     gives TRL's padding-free batch, every row joined into one, which is only for varlen
@@ -278,8 +297,10 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
         max_length=cfg.max_seq_len,
         packing=cfg.packing,
         packing_strategy="bfd",  # best-fit decreasing: whole examples only, never cut
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
+        per_device_train_batch_size=cfg.batch_size // workers,
+        per_device_eval_batch_size=cfg.batch_size // workers,
+        # DDP: every LoRA weight takes part in each step; no search for unused ones
+        ddp_find_unused_parameters=False if workers > 1 else None,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         weight_decay=cfg.weight_decay,
@@ -310,8 +331,9 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
         dataloader_num_workers=0,
         disable_tqdm=True,
     )
-    cbs = [TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))), _format_callback(run.fmt),
-           _progress_callback()]
+    cbs = [_format_callback(run.fmt), _progress_callback()]
+    if main_process():
+        cbs.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))))
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
     trainer = sft.CurateSFTTrainer(
@@ -325,7 +347,7 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
         labelled_only=labelled_only,
     )
     run.trainer = trainer
-    ckpt = latest_checkpoint(run.run_dir) if resume else None
+    ckpt = checkpoint or (latest_checkpoint(run.run_dir) if resume else None)
     if ckpt is not None:
         print(f"resuming from {ckpt}", file=sys.stderr)
     started = time.perf_counter()
@@ -385,6 +407,8 @@ def _write_adapter(run: Run, folder: Path, metrics: dict | None) -> None:
         "best_checkpoint": run.trainer.state.best_model_checkpoint,
         "resumed_from": getattr(run.trainer, "resumed_from", None),
         "fit_seconds": round(getattr(run.trainer, "fit_seconds", 0.0), 1),
+        # tokens trained (not padding), over every worker of a distributed run
+        "train_tokens": next((int(h["num_tokens"]) for h in reversed(history) if "num_tokens" in h), None),
         "peak_memory_mb": round(peak_memory_mb(run.device), 1),
         "train_loss": [h["loss"] for h in history if "loss" in h],
         "eval_loss": [h["eval_loss"] for h in history if "eval_loss" in h],
