@@ -28,6 +28,7 @@ from prefect.input import RunInput
 from prefect.settings import PREFECT_API_URL
 
 from core.config import Config, load_config, resolve_path
+from core.config_form import ConfigSettings, settings_overrides
 from core.io import write_json
 from core.review import record_review, review_status
 from core.snapshot import read_manifest
@@ -124,14 +125,24 @@ def curate_and_train(
     overrides: list[str] | None = None,
     require_review: bool = False,
     review_timeout_s: int = 86_400,
+    settings: ConfigSettings | None = None,
 ) -> dict:
     """Curate the task data into a versioned snapshot, then (train.enabled) train and evaluate an adapter on it.
 
     Returns the paths: snapshot, and with training adapter and evaluation (report folder),
     `record` (the run record, with run.log beside it) and `stages`: each stage's
     [name, cache, seconds] ("hit", "computed", ...; its own time), in the order they ran.
+
+    Args:
+        config: the pipeline config file (YAML), relative to the project folder.
+        overrides: settings over the file's, as `key.path=value` (as `curate run --set`); applied after `settings`.
+        require_review: stop for a reviewer's approval of the curated snapshot before training.
+        review_timeout_s: how long the run waits for that review, in seconds.
+        settings: settings over the file's, field by field: every section of the config with its types, bounds and
+            descriptions (core/config_form.py); an empty field keeps the file's value.
     """
-    cfg = load_config(config, list(overrides or []))  # once per run; every task gets the resolved config
+    # once per run; every task gets the resolved config
+    cfg = load_config(config, [*settings_overrides(settings), *(overrides or [])])
     record = run_record_path(cfg)
     with run_log(record.parent / "run.log"):
         model_dir = tasks.prepare_model(cfg)

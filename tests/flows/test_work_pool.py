@@ -61,6 +61,14 @@ def _stop(proc: subprocess.Popen) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+SCHEMA = """
+import json
+from prefect import get_client
+with get_client(sync_client=True) as client:
+    print(json.dumps(client.read_deployment_by_name("curate-and-train/default").parameter_openapi_schema))
+"""
+
+
 def test_two_workers_take_two_runs_at_once_and_the_engine_limit_holds(tmp_path):
     home = tmp_path / "prefect"
     home.mkdir()
@@ -90,10 +98,19 @@ def test_two_workers_take_two_runs_at_once_and_the_engine_limit_holds(tmp_path):
         shared = ["allow_outside_paths=true", f"output.snapshots={tmp_path / 'snap'}", f"output.runs={tmp_path / 'runs'}",
                   f"output.cache={tmp_path / 'cache'}", f"train.output_dir={tmp_path / 'adapters'}", *TINY_TRAIN,
                   "train.max_steps=2", "train.eval_merged=false", "runner.engine_slots=1"]
+        schema = json.loads(subprocess.run([sys.executable, "-c", SCHEMA], env=env, capture_output=True, text=True,
+                                           check=True).stdout)
+        # the UI's form: the config's sections and fields, typed, bounded, described (core/config_form.py)
+        assert schema["properties"]["settings"]["anyOf"][0] == {"$ref": "#/definitions/ConfigSettings"}
+        train_form = schema["definitions"]["TrainStageConfigSettings"]["properties"]
+        assert train_form["method"]["anyOf"][0] == {"enum": ["qlora", "lora"], "type": "string"}
+        assert train_form["learning_rate"]["anyOf"][0] == {"exclusiveMinimum": 0, "type": "number"}
+        assert train_form["learning_rate"]["description"].startswith("peak learning rate")
         ids = []
-        for lr in ("1e-3", "2e-3"):
-            out = prefect("deployment", "run", "curate-and-train/default", "--params",
-                          json.dumps({"overrides": [*shared, f"train.learning_rate={lr}"]}))
+        # one run's learning rate as text (`overrides`), the other's through the typed form (`settings`)
+        for params in ({"overrides": [*shared, "train.learning_rate=1e-3"]},
+                       {"overrides": shared, "settings": {"train": {"learning_rate": 2e-3}}}):
+            out = prefect("deployment", "run", "curate-and-train/default", "--params", json.dumps(params))
             ids.append(next(w for w in out.split() if w.count("-") == 4 and len(w) == 36))
         watch = subprocess.run([sys.executable, "-c", WATCH, ",".join(ids), engine_limit_name()], env=env,
                                capture_output=True, text=True, timeout=900)
@@ -114,4 +131,4 @@ def test_two_workers_take_two_runs_at_once_and_the_engine_limit_holds(tmp_path):
     lines = (tmp_path / "snap" / "banking77" / "index.jsonl").read_text().splitlines()
     assert len(snaps) == 1 and {json.loads(line)["snapshot_id"] for line in lines} == set(snaps)
     adapters = list((tmp_path / "adapters" / "banking77").glob("*/adapter/train_meta.json"))
-    assert len(adapters) == 2
+    assert sorted(json.loads(p.read_text())["config"]["learning_rate"] for p in adapters) == [1e-3, 2e-3]
