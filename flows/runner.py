@@ -36,7 +36,8 @@ def with_runner(flow_obj, config: Config):
 
 def ray_environ() -> dict[str, str]:
     """RAY_ADDRESS for a stage's child process when its task runs on a Ray worker: the child's
-    engines (runner.engines, core/engine_pool.py) join that cluster instead of starting a Ray of their own."""
+    engines (runner.engines, core/engine_pool.py) and training workers (train.runner ray, trainers/ray_train.py)
+    join that cluster instead of starting a Ray of their own."""
     ray = sys.modules.get("ray")  # only a task that runs on Ray has it imported
     if ray is None or not ray.is_initialized():
         return {}

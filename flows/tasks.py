@@ -410,7 +410,8 @@ def train(config: Config, snapshot_dir: str, model_dir: str) -> StageOutput:
             resumed = latest_checkpoint(run_dir) if run_dir.exists() else None
             with engine_slot(config):
                 run_job("train", {"snapshot": snapshot_dir, "model": model_dir, "out": run_dir}, config, folder=run_dir,
-                        what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"))
+                        what="training", log=run_dir / "train.log", on_progress=progress_artifact(config, "training"),
+                        env=ray_environ())  # train.runner ray: the workers go on the cluster the task runs on
             out = StageOutput("train", str(adapter), f"resumed from {resumed.name}" if resumed else "computed")
     publish_table(config, "training", training_rows(adapter), f"Training of {adapter}")
     return out

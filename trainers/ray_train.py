@@ -14,8 +14,9 @@ group again (`max_failures` times) and every worker resumes from the checkpoint
 resumes the same way (Ray Train restores a run from its name and storage path). Rank 0
 then writes the adapter folder trainers.qlora writes: same files, same format.
 
-On a cluster the snapshot, the model and the run folder must be on storage every node sees
-(the same path on each). The driver (the `curate train` or flow process) joins the Ray
+On a cluster the project folder (the config's relative paths: the format template, ...),
+the snapshot, the model and the run folder must be on storage every node sees, at the same
+path on each: a worker works in the driver's folder. The driver (the `curate train` or flow process) joins the Ray
 cluster of RAY_ADDRESS, or starts a local Ray; Ray is imported inside the functions.
 """
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -102,6 +104,7 @@ def train_worker(loop: dict) -> None:
     import torch
     from transformers import set_seed
 
+    os.chdir(loop["cwd"])  # the config's paths (format.template, ...) are the project folder's, as in the driver
     context = ray.train.get_context()
     if context.get_world_rank() == 0:  # one worker's progress is the run's
         logger = logging.getLogger(LOGGER)
@@ -150,7 +153,7 @@ def train_on_ray(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConf
         _fit_on_ray(TorchTrainer(
             train_worker,
             train_loop_config={"snapshot": str(snapshot_dir), "model": str(model_dir), "config": cfg.model_dump(mode="json"),
-                               "task": task_cfg, "out": str(run_dir), "progress": progress},
+                               "task": task_cfg, "out": str(run_dir), "progress": progress, "cwd": os.getcwd()},
             scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=gpus,
                                          resources_per_worker={"CPU": cfg.worker_cpus, **({"GPU": 1} if gpus else {})}),
             torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),

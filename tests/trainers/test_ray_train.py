@@ -15,18 +15,20 @@ import pytest
 
 from core.config import load_config
 from core.model import resolve_model
-from core.train_config import TrainConfig
+from core.train_config import FormatConfig, TrainConfig
 from flows.tasks import train_run_dir
 from tests.trainers import make_snapshot
 from trainers.qlora import read_meta
 
 STEPS = 6
 RAY_TINY = dict(max_steps=STEPS, eval_steps=2, batch_size=4, val_size=4, max_seq_len=128, learning_rate=1e-3,
-                logging_steps=1, early_stopping_patience=0, lora_dropout=0.0, runner="ray", workers=2)
+                logging_steps=1, early_stopping_patience=0, lora_dropout=0.0, runner="ray", workers=2,
+                # a path of the project's, relative as configs give them: the workers read it where the driver does
+                format=FormatConfig(template="templates/formats/chatml.jinja", include_instruction=False))
 
 DRIVER = """
 import json, sys
-from core.train_config import TrainConfig
+from core.train_config import FormatConfig, TrainConfig
 from flows.logs import console_log
 from trainers.ray_train import train_on_ray
 console_log(sys.stdout)  # the workers' progress, relayed to this process's `curate` lines
