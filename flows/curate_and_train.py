@@ -15,8 +15,6 @@ unchanged stage is a cache hit and a killed run resumes from the last completed 
 it was a hit; the run record (data/runs/<name>/<stamp>/run.json) lists them.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import uuid
 from pathlib import Path
