@@ -9,7 +9,7 @@
     curate dedupe FILE --field text --out KEPT         near-duplicate dedupe of any file
     curate diff, curate review ...                     dataset diffs and review decisions (flows/cli_review.py)
     curate templates lint|render|try                   prompt templates (flows/cli_templates.py)
-    curate format-check|train|eval|predict|sweep       the model stages on their own (flows/cli_train.py)
+    curate format-check|train|eval|eval-diff|predict|sweep  the model stages on their own (flows/cli_train.py)
 
 Prefect's local defaults (state in ./.prefect, no telemetry, loopback, quiet logs) are
 Prefect's own settings in pyproject.toml's [tool.prefect], read when a command runs from

@@ -1,8 +1,10 @@
-"""The model stages on their own: `curate format-check`, `train`, `eval`, `predict`, `export`, `parity` and `sweep`.
+"""The model stages on their own: `curate format-check`, `train`, `eval`, `eval-diff`, `predict`, `export`, `parity`
+and `sweep`.
 
     curate format-check banking77 --config configs/train/smollm2-135m-qlora.yaml
     curate train banking77 --config configs/train/smollm2-135m-qlora.yaml --set max_steps=50
     curate eval --adapter data/runs/adapters/<run>/adapter [--config configs/banking77.yaml]
+    curate eval-diff data/runs/adapters/<run-a>/adapter data/runs/adapters/<run-b>/adapter --out reports/flips
     curate predict --adapter data/runs/adapters/<run>/adapter "my card has not arrived"
     curate export data/runs/adapters/<run>/adapter --out data/runs/adapters/<run>/export
     curate parity data/runs/adapters/<run>/export
@@ -33,6 +35,7 @@ from core.vllm_cli import main as vllm_main
 from flows.cli_common import console, fail
 from flows.logs import console_log
 from trainers.curves import learning_curve
+from trainers.eval_diff import EvalDiffError, eval_diff, render_markdown, write_eval_diff
 from trainers.evaluate import evaluate
 from trainers.export import ExportError, export_model, find_evaluation, read_export_meta
 from trainers.format_check import FormatViolationError, format_check
@@ -247,11 +250,30 @@ def sweep_cmd(
         exit_now(0)
 
 
+def eval_diff_cmd(
+    adapter_a: Path = typer.Argument(..., help="The first adapter folder (evaluated: its report.json beside or in it)."),
+    adapter_b: Path = typer.Argument(..., help="The second adapter folder, compared against the first."),
+    system: str = typer.Option("tuned", "--system", help="Which evaluated system to compare (tuned, 'tuned, guided choice')."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write eval_diff.md, eval_diff.html and eval_diff.json here."),
+) -> None:
+    """The eval rows whose answer changed between two adapters (right -> wrong, wrong -> right), per class, beside what
+    changed in each class's training rows between their snapshots."""
+    try:
+        report = eval_diff(adapter_a, adapter_b, system=system)
+    except EvalDiffError as exc:
+        fail(str(exc))
+    console.print(render_markdown(report), highlight=False, markup=False)
+    if out is not None:
+        files = write_eval_diff(report, out)
+        console.print(f"written: {files['markdown']}, {files['html']}, {files['json']}", highlight=False, markup=False)
+
+
 def register(app: typer.Typer) -> None:
     """Add the model-stage commands to the main CLI."""
     app.command("format-check")(format_check_cmd)
     app.command("train")(train_cmd)
     app.command("eval")(eval_cmd)
+    app.command("eval-diff")(eval_diff_cmd)
     app.command("predict")(predict_cmd)
     app.command("export")(export_cmd)
     app.command("parity")(parity_cmd)

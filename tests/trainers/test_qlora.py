@@ -258,3 +258,26 @@ def test_training_refuses_on_format_violations_before_loading_the_model(tmp_path
 
 
 # A rank vLLM has no slot for (12, served as 16), trained, evaluated and served on every path: tests/trainers/test_export.py.
+
+
+@pytest.mark.slow
+def test_eval_diff_between_two_real_adapters_matches_their_prediction_files(tiny_run, tmp_path):
+    """`curate eval-diff` of the trained adapter against its step-2 checkpoint (a usable adapter folder too)."""
+    import shutil
+
+    from trainers.eval_diff import eval_diff
+
+    snap, adapter = tiny_run["snap"], tiny_run["adapter"]
+    early = tmp_path / "early"
+    shutil.copytree(tiny_run["out"] / "checkpoints" / "checkpoint-2", early)
+    reports = [evaluate(folder, snap, base_model=resolve_model(None), engine="transformers", baseline=False,
+                        max_new_tokens=12, out_dir=out)
+               for folder, out in ((adapter, adapter.parent / "eval-diff-test"), (early, early))]
+    report = eval_diff(adapter, early)
+    preds = [{r["row_id"]: r for r in map(json.loads, open(rep["files"]["predictions"]))} for rep in reports]
+    expected = {rid: ("right->wrong" if a["tuned"] == a["gold"] else "wrong->right" if preds[1][rid]["tuned"] == a["gold"]
+                      else "changed")
+                for rid, a in preds[0].items() if a["tuned"] != preds[1][rid]["tuned"]}
+    assert {f["row_id"]: f["kind"] for f in report["flips"]} == expected
+    assert report["rows_compared"] == 8 and report["same_snapshot"]  # the checkpoint has no meta: no data diff
+    assert [report["a"]["accuracy"], report["b"]["accuracy"]] == [r["systems"]["tuned"]["accuracy"] for r in reports]
