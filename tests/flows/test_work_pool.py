@@ -107,7 +107,9 @@ def test_two_workers_take_two_runs_at_once_and_the_engine_limit_holds(tmp_path):
         assert train_form["learning_rate"]["anyOf"][0] == {"exclusiveMinimum": 0, "type": "number"}
         assert train_form["learning_rate"]["description"].startswith("peak learning rate")
         ids = []
-        # one run's learning rate as text (`overrides`), the other's through the typed form (`settings`)
+        # one run's learning rate as text (`overrides`), the other's through the typed form (`settings`; overrides
+        # are applied after it, so the shared ones must not set it)
+        shared = [s for s in shared if not s.startswith("train.learning_rate=")]
         for params in ({"overrides": [*shared, "train.learning_rate=1e-3"]},
                        {"overrides": shared, "settings": {"train": {"learning_rate": 2e-3}}}):
             out = prefect("deployment", "run", "curate-and-train/default", "--params", json.dumps(params))
