@@ -22,7 +22,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from core.diff import compute_diff
+from core.diff import DiffError, compute_diff
 from core.io import write_json, write_text
 from core.markdown import md_code, md_text
 from trainers.export import find_evaluation
@@ -52,11 +52,17 @@ def _meta(adapter: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _train_changes(snapshot_a: str | None, snapshot_b: str | None) -> dict[str, dict]:
-    """Per class, what the dataset diff of the two training snapshots says changed in its train rows."""
-    if not snapshot_a or not snapshot_b or Path(snapshot_a).resolve() == Path(snapshot_b).resolve():
-        return {}
-    d = compute_diff(snapshot_a, snapshot_b)
+def _train_changes(snapshot_a: str | None, snapshot_b: str | None) -> tuple[dict[str, dict], str | None]:
+    """Per class, what the dataset diff of the two training snapshots says changed in its train rows; and why
+    there is no such diff, when there is none."""
+    if not snapshot_a or not snapshot_b:
+        return {}, "an adapter's training snapshot is not recorded (no train_meta.json)"
+    if Path(snapshot_a).resolve() == Path(snapshot_b).resolve():
+        return {}, "both adapters were trained on the same snapshot"
+    try:
+        d = compute_diff(snapshot_a, snapshot_b)
+    except (DiffError, OSError) as exc:  # a snapshot removed since: the flips still stand
+        return {}, f"the training snapshots could not be compared: {exc}"
     out: dict[str, dict] = {c["label"]: {"train_a": c["train_a"], "train_b": c["train_b"], "added": c["added"],
                                          "removed": c["removed"], "synthetic_a": c["synthetic_a"],
                                          "synthetic_b": c["synthetic_b"], "added_rows": [], "removed_rows": []}
@@ -67,7 +73,7 @@ def _train_changes(snapshot_a: str | None, snapshot_b: str | None) -> dict[str, 
             if entry is not None and len(entry[key]) < EXAMPLES:
                 entry[key].append({"row_id": r["row_id"], "input": r["input"], "cause": r.get("cause"),
                                    "synthetic": bool(r.get("synthetic", False))})
-    return out
+    return out, None
 
 
 def eval_diff(adapter_a: str | Path, adapter_b: str | Path, *, system: str = "tuned") -> dict:
@@ -93,7 +99,7 @@ def eval_diff(adapter_a: str | Path, adapter_b: str | Path, *, system: str = "tu
             kind = "right->wrong" if a == gold else "wrong->right" if b == gold else "changed"
             flips.append({"row_id": rid, "label": gold, "kind": kind, "a": a, "b": b})
     meta_a, meta_b = _meta(adapter_a), _meta(adapter_b)
-    changes = _train_changes(meta_a.get("snapshot"), meta_b.get("snapshot"))
+    changes, no_diff = _train_changes(meta_a.get("snapshot"), meta_b.get("snapshot"))
     classes = []
     for label, s in per_class.items():
         mine = [f for f in flips if f["label"] == label]
@@ -117,7 +123,7 @@ def eval_diff(adapter_a: str | Path, adapter_b: str | Path, *, system: str = "tu
         "rows_only_a": len(rows_a) - len(common), "rows_only_b": sum(rid not in rows_a for rid in rows_b),
         "totals": {"right->wrong": count("right->wrong"), "wrong->right": count("wrong->right"),
                    "changed": count("changed")},
-        "same_snapshot": not changes,
+        "train_diff": no_diff or "per class below",  # why no class carries its training rows' change, if none does
         "classes": classes,
         "flips": flips,
     }
@@ -144,7 +150,7 @@ def render_markdown(report: dict) -> str:
         f"- B: {md_code(b['adapter'])} (snapshot {md_text(b['snapshot_id'])}, accuracy {b['accuracy']})",
         f"- {report['rows_compared']} eval rows compared: **{t['wrong->right']} wrong -> right**, "
         f"**{t['right->wrong']} right -> wrong**, {t['changed']} wrong in both with another answer"
-        + ("; both trained on the same snapshot" if report["same_snapshot"] else ""),
+        + ("" if report["train_diff"] == "per class below" else f"; {md_text(report['train_diff'])}"),
         "",
         "| class | eval rows | recall A | recall B | wrong -> right | right -> wrong | what changed |",
         "|---|---:|---:|---:|---:|---:|---|",

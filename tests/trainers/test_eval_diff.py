@@ -60,7 +60,7 @@ def test_flips_match_the_prediction_files_row_for_row(two):
                 for rid, g in golds.items() if a[rid] != b[rid]}
     assert {f["row_id"]: f["kind"] for f in report["flips"]} == expected
     assert report["totals"] == {"right->wrong": 1, "wrong->right": 1, "changed": 1}
-    assert report["rows_compared"] == len(golds) and not report["same_snapshot"]
+    assert report["rows_compared"] == len(golds) and report["train_diff"] == "per class below"
     by = {c["label"]: c for c in report["classes"]}
     for label in LABELS:
         rows = [rid for rid, g in golds.items() if g == label]
@@ -98,3 +98,14 @@ def test_an_adapter_without_an_evaluation_is_named(two, tmp_path):
         eval_diff(adapter_a, bare)
     res = CliRunner().invoke(app, ["eval-diff", str(adapter_a), str(bare)])
     assert res.exit_code != 0 and "no evaluation of this adapter" in " ".join(res.output.split())  # wrapped
+
+
+def test_a_training_snapshot_removed_since_leaves_the_flips(two, tmp_path):
+    import shutil
+
+    adapter_a, adapter_b, *_ = two
+    shutil.rmtree(tmp_path / "snap-b")
+    report = eval_diff(adapter_a, adapter_b)
+    assert report["train_diff"].startswith("the training snapshots could not be compared")
+    assert report["totals"] == {"right->wrong": 1, "wrong->right": 1, "changed": 1}
+    assert all(c["train"] is None for c in report["classes"])
