@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_first_run import cpu  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.devices import usable_cpus  # noqa: E402
 from core.model import resolve_model  # noqa: E402
@@ -45,15 +46,8 @@ print("ADAPTER", train_adapter(sys.argv[1], sys.argv[2], TrainConfig.model_valid
 
 
 def cpu_flags() -> str:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), "?")
-    wanted = ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
-    return f"{model}; " + " ".join(f for f in wanted if f in flags)
+    info = cpu()  # the first-run benchmark's reading of /proc/cpuinfo
+    return f"{info['model']}; " + " ".join(info["flags"])
 
 
 def run_case(name: str, snapshot: Path, cfg, out: Path) -> dict:
