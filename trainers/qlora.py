@@ -184,8 +184,11 @@ def default_run_dir(snapshot_dir: Path, cfg: TrainConfig) -> Path:
 
 
 def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, task_cfg: Any = None,
-          out_dir: str | Path | None = None, *, load: bool = True) -> Run:
-    """Everything up to the first step; raises FormatViolationError before any model loads."""
+          out_dir: str | Path | None = None, *, load: bool = True, check: bool = True) -> Run:
+    """Everything up to the first step; raises FormatViolationError before any model loads.
+
+    `check` False skips the token-level check, for the workers of a distributed run whose driver
+    ran it (trainers.ray_train)."""
     snapshot_dir, model_dir = Path(snapshot_dir), Path(model_dir)
     task: TaskInfo = task_info(snapshot_dir, task_cfg)
     run_dir = Path(out_dir) if out_dir is not None else default_run_dir(snapshot_dir, cfg)
@@ -194,22 +197,22 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     fmt = PromptFormat.from_model(model_dir, task, cfg.format)
     train_rows, val_rows = split_rows(read_rows(snapshot_dir, "train"), cfg)
     eval_rows = read_rows(snapshot_dir, "eval")
-    report = check_format(fmt, train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len, packing=cfg.packing,
-                          batch_size=cfg.batch_size)
-    writer = main_process()  # the workers of a distributed run each check; rank 0 writes and tells
-    if writer:
-        (run_dir / "format_report.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        print(report.summary(), file=sys.stderr)
-    if not report.ok and not cfg.allow_format_violations:
-        raise FormatViolationError(
-            report.summary() + f"\nTraining refused: fix the format (train.format) or set "
-            f"allow_format_violations: true. Full list: {run_dir / 'format_report.json'}"
-        )
-    if writer:
+    report = {}
+    if check:
+        checked = check_format(fmt, train_rows + val_rows + eval_rows, max_seq_len=cfg.max_seq_len,
+                               packing=cfg.packing, batch_size=cfg.batch_size)
+        report = checked.to_dict()
+        (run_dir / "format_report.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(checked.summary(), file=sys.stderr)
+        if not checked.ok and not cfg.allow_format_violations:
+            raise FormatViolationError(
+                checked.summary() + f"\nTraining refused: fix the format (train.format) or set "
+                f"allow_format_violations: true. Full list: {run_dir / 'format_report.json'}"
+            )
         (run_dir / "train_config.json").write_text(cfg.model_dump_json(indent=2) + "\n")
         (run_dir / "run.json").write_text(json.dumps({"snapshot": str(snapshot_dir), "base_model": str(model_dir.resolve()),
                                                       "train_rows": len(train_rows), "val_rows": len(val_rows)}, indent=2) + "\n")
-    run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report.to_dict())
+    run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report)
     run.device = pick_device(cfg.device)
     if load:
         run.model = load_model(model_dir, cfg, run.device)

@@ -115,7 +115,7 @@ def train_worker(loop: dict) -> None:
     set_threads(cfg)
     if cfg.cpu_threads is None and not torch.cuda.is_available():
         torch.set_num_threads(max(1, int(cfg.worker_cpus)))  # the cores Ray gave this worker, not the machine's
-    run = setup(loop["snapshot"], loop["model"], cfg, loop["task"], loop["out"])
+    run = setup(loop["snapshot"], loop["model"], cfg, loop["task"], loop["out"], check=False)  # the driver checked
     held = ray.train.get_checkpoint()
     if held is None:
         fit(run, resume=False, workers=context.get_world_size(), callbacks=[_report_callback()])
