@@ -27,8 +27,8 @@ RAY_TINY = dict(max_steps=STEPS, eval_steps=2, batch_size=4, val_size=4, max_seq
                 format=FormatConfig(template="templates/formats/chatml.jinja", include_instruction=False))
 
 DRIVER = """
-import json, sys
-from core.train_config import FormatConfig, TrainConfig
+import sys
+from core.train_config import TrainConfig
 from flows.logs import console_log
 from trainers.ray_train import train_on_ray
 console_log(sys.stdout)  # the workers' progress, relayed to this process's `curate` lines
