@@ -36,7 +36,7 @@ from core.io import write_text
 from core.safe_yaml import load_yaml
 from core.schema import normalize_labels, spell_labels
 from core.synthesis_config import SynthesisConfig
-from core.train_config import ExportConfig, TrainStageConfig
+from core.train_config import AblateConfig, ExportConfig, TrainStageConfig
 
 # A configuration is a few KB of YAML; a larger "config" is a mistake (or /dev/zero) and is not read.
 MAX_CONFIG_BYTES = 1 << 20
@@ -314,6 +314,7 @@ class Config(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainStageConfig = TrainStageConfig()
     export: ExportConfig = ExportConfig()
+    ablate: AblateConfig = AblateConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     allow_outside_paths: bool = Field(
@@ -407,6 +408,15 @@ class Config(_Section):
             return normalize_labels(labels)  # in the spelling rows' labels get, as task.labels is
         return None
 
+    def ablation_run(self, seed: int) -> "Config":
+        """This config as one ablation run trains and evaluates it: the same recipe with `seed`, scored on the
+        tuned model alone (no base-model or guided rows: the same for every variant), and a variant's rows
+        that break the format (raw rows too long for max_seq_len) trained truncated and reported, not refused."""
+        train = self.train.model_copy(update={
+            "seed": seed, "allow_format_violations": True, "eval_baseline": False, "eval_guided": False,
+            "eval_max_rows": self.ablate.eval_max_rows or self.train.eval_max_rows})
+        return self.model_copy(update={"train": train})
+
     def digest(self) -> str:
         """Hash of the resolved configuration (defaults included) that decides the data.
 
@@ -423,7 +433,7 @@ class Config(_Section):
 
 
 # Config sections that change no curated row (left out of the snapshot's config hash).
-DATA_INDEPENDENT = ("output", "runner", "train", "export", "allow_outside_paths")
+DATA_INDEPENDENT = ("output", "runner", "train", "export", "ablate", "allow_outside_paths")
 # Settings of other sections that change no row either: how much memory ingest may use and
 # how many records it parses at a time.
 DATA_INDEPENDENT_FIELDS = {"ingest": ("max_memory_mb", "batch_records")}

@@ -53,6 +53,40 @@ class ExportConfig(_Section):
     min_agreement: float = Field(0.995, ge=0, le=1, description="share of rows each path must answer as evaluated")
 
 
+# The data variants an ablation trains on: the rows as they stand after each curation stage, in pipeline order
+# (raw = ingest only, its quarantine left out; then cumulatively clean, dedupe, balance, synthesis).
+AblationVariant = Literal["raw", "clean", "dedupe", "balance", "synthesis"]
+ABLATION_VARIANTS: tuple[str, ...] = get_args(AblationVariant)
+
+
+class AblateConfig(_Section):
+    """The `ablate:` section of a pipeline config: what each curation stage buys in model quality (curate ablate).
+
+    The same recipe (`train:`) is trained on the data as it stands after each stage and evaluated on
+    the final snapshot's eval split; each variant's seeds show the spread a difference must exceed."""
+
+    enabled: bool = Field(False, description="after curation, train and evaluate the recipe on each variant's rows")
+    variants: list[AblationVariant] = Field(
+        default_factory=lambda: list(ABLATION_VARIANTS), min_length=1,
+        description="data variants, each the train rows after that stage (raw = ingest only); compared in pipeline order")
+    seeds: list[int] | None = Field(
+        None, min_length=1, description="training seeds per variant (data order, LoRA init, validation split); several "
+        "show the spread a stage's delta must exceed; null: train.seed alone")
+    eval_max_rows: int | None = Field(
+        None, gt=0, description="evaluate each run on a seeded sample of this many eval rows (null: train.eval_max_rows)")
+
+    @field_validator("variants", "seeds")
+    @classmethod
+    def _distinct(cls, values: list | None) -> list | None:
+        if values is not None and len(set(values)) != len(values):
+            raise ValueError(f"each may appear once: {values}")
+        return values
+
+    def ordered_variants(self) -> list[str]:
+        """The variants asked for, in pipeline order (each stage's delta is against the one before it)."""
+        return [v for v in ABLATION_VARIANTS if v in self.variants]
+
+
 class FormatConfig(_Section):
     """How a row becomes (prompt, completion). One format for training, evaluation and prediction."""
 
@@ -193,6 +227,10 @@ class TrainStageConfig(TrainConfig):
     eval_guided: bool = Field(True, description="classification: also score the tuned model's answers constrained to the "
                               "label set (guided choice)")
     eval_baseline_guided: bool = Field(False, description="classification: the base model with guided choice too")
+    eval_label_probs: bool = Field(
+        False, description="classification: also the tuned model's probability of every label for every eval row (a "
+        "walk of the labels' token trie, exact where a label's prefix holds at least 1e-4), its calibration "
+        "beside the answers', and its top labels in predictions.jsonl (trainers/confidence.py)")
     eval_merged: bool = Field(
         False, description="serve the adapter merged into the base weights, not as a LoRA request: the same "
         "model, much faster with vLLM on a CPU (its LoRA ops copy the adapter's weights for every token)")

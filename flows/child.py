@@ -56,7 +56,7 @@ def evaluate_job(config: Config, inputs: dict) -> None:
     report = evaluate(inputs["adapter"], inputs["snapshot"], shots=t.eval_shots, baseline=t.eval_baseline,
                       max_examples=t.eval_max_rows, out_dir=inputs["out"], guided=t.eval_guided, merged=t.eval_merged,
                       seed=config.seed, engine_config=config.model.engine, base_guided=t.eval_baseline_guided,
-                      parallel=DataParallel.from_config(config))
+                      parallel=DataParallel.from_config(config), label_probs=t.eval_label_probs)
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 

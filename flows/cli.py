@@ -9,6 +9,7 @@
     curate dedupe FILE --field text --out KEPT         near-duplicate dedupe of any file
     curate diff, curate review ...                     dataset diffs and review decisions (flows/cli_review.py)
     curate templates lint|render|try                   prompt templates (flows/cli_templates.py)
+    curate ablate [--variants ...] [--seeds 0,1,2]    what each curation stage buys in model quality
     curate format-check|train|eval|eval-diff|predict|sweep  the model stages on their own (flows/cli_train.py)
 
 Prefect's local defaults (state in ./.prefect, no telemetry, loopback, quiet logs) are
@@ -34,13 +35,15 @@ import core
 from core.config import ConfigError, load_config
 from core.engine import chat, exit_now, make_llm
 from core.model import DEFAULT_MODEL_DIR, ModelError, prepare_model, verify_model
+from core.progress import duration
 from core.review import ReviewError, find_snapshot
 from core.snapshot import code_version, list_snapshots, read_manifest
+from core.train_config import ABLATION_VARIANTS
 from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
 from flows import cli_review, cli_server, cli_templates, cli_train
 from flows.cli_common import console, fail
-from flows.cli_summary import print_run, print_summary
+from flows.cli_summary import print_ablation, print_run, print_stages, print_summary
 from flows.curate_and_train import curate_and_train
 from flows.logs import console_log
 from flows.runner import with_runner
@@ -115,18 +118,54 @@ def run(
     """Run the flow in-process (ephemeral Prefect API): curate a snapshot, train and evaluate on it; print summary tables."""
     if train is not None:
         overrides = [*overrides, f"train.enabled={str(train).lower()}"]
+    started = time.perf_counter()
+    result = _run_flow(config, overrides, require_review=require_review)
+    print_run(result, config, time.perf_counter() - started)
+
+
+def _run_flow(config: Path, overrides: list[str], *, require_review: bool = False) -> dict:
+    """The flow in this process (ephemeral Prefect API), its config checked first; the stage's own error on failure."""
     try:
         cfg = load_config(config, overrides)  # fail fast with every problem, before Prefect starts
     except ConfigError as exc:
         fail(str(exc))
     _console_without_tracebacks()
     console_log()  # a line per stage and progress of the long ones, on stderr, terminal or not
-    started = time.perf_counter()
     try:
-        result = with_runner(curate_and_train, cfg)(config=str(config), overrides=overrides, require_review=require_review)
+        return with_runner(curate_and_train, cfg)(config=str(config), overrides=overrides, require_review=require_review)
     except Exception as exc:  # the stage's own message, not the framework's traceback
         fail(f"{type(exc).__name__}: {exc}", code=1)
-    print_run(result, config, time.perf_counter() - started)
+
+
+def _listed(text: str, what: str, convert=str) -> list:
+    try:
+        values = [convert(x.strip()) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma-separated list of {what}, got {text!r}") from None
+    if not values:
+        raise typer.BadParameter(f"expected at least one of {what}")
+    return values
+
+
+@app.command()
+def ablate(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
+    variants: str = typer.Option(",".join(ABLATION_VARIANTS), "--variants", help="Data variants, each the train rows after "
+                                 "that stage (raw = ingest only), compared in pipeline order."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Training seeds per variant, e.g. 0,1,2: the spread a "
+                                        "stage's delta must exceed (default: the config's train.seed)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set train.max_steps=60 (repeatable)."),
+) -> None:
+    """What each curation stage buys: the config's recipe trained on the rows after each stage, scored on one eval split."""
+    names = _listed(variants, "variants")
+    sets = [f"ablate.variants=[{','.join(names)}]", "ablate.enabled=true", "train.enabled=false"]
+    if seeds is not None:
+        sets.append(f"ablate.seeds=[{','.join(map(str, _listed(seeds, 'seeds', int)))}]")
+    started = time.perf_counter()
+    result = _run_flow(config, [*overrides, *sets])
+    print_stages(result["stages"])
+    print_ablation(result["ablation"])
+    console.print(f"[bold]done[/] in {duration(time.perf_counter() - started)}", highlight=False)
 
 
 @app.command()

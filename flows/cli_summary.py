@@ -10,6 +10,7 @@ says so under its tables and again as the run's last line.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -120,6 +121,35 @@ def print_training(result: dict) -> None:
         for r in rows:
             ev.add_row(*[escape(r[c]) if c == "system" else f"{r[c]:.3f}" for c in cols])
         console.print(ev)
+
+
+def print_ablation(folder: str | Path) -> None:
+    """The ablation (trainers/ablate.py): a row per variant, then each stage's delta and whether it is beyond noise."""
+    report = json.loads((Path(folder) / "ablation.json").read_text())
+    metrics = report["metrics"]
+    seeds = ", ".join(map(str, report["seeds"]))
+    table = Table(title=f"ablation: the recipe on the rows after each stage, seeds {seeds}, {report['eval_rows']} eval "
+                        "rows (mean, min-max over the seeds)", title_justify="left")
+    for col in ("variant", "train rows", *metrics):
+        table.add_column(col.replace("_", " "), justify="left" if col == "variant" else "right")
+    for v in report["variants"]:
+        cells = []
+        for m in metrics:
+            s = v["summary"][m]
+            cells.append("-" if s["mean"] is None else f"{s['mean']:.3f}" + (f" ({s['min']:.3f}-{s['max']:.3f})" if s["n"] > 1 else ""))
+        name = v["variant"] + (f" (= {v['same_rows_as']})" if v["same_rows_as"] else "")
+        table.add_row(name, str(v["train_rows"]), *cells)
+    console.print(table)
+    if report["deltas"]:
+        deltas = Table(title="what each stage changed (against the variant before it)", title_justify="left")
+        for col in ("stage", *metrics):
+            deltas.add_column(col.replace("_", " "), justify="left" if col == "stage" else "right")
+        for d in report["deltas"]:
+            deltas.add_row(d["stage"], *["-" if d["metrics"][m]["delta"] is None else
+                                         f"{d['metrics'][m]['delta']:+.3f} {d['metrics'][m]['verdict']}" for m in metrics])
+        console.print(deltas)
+    for what, key in (("ablation report", "markdown"), ("ablation chart", "png")):
+        console.print(f"[bold]{what}[/]: {escape(display_path(report['files'][key]))}", highlight=False)
 
 
 def display_path(path: str | Path) -> str:

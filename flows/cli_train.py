@@ -111,6 +111,8 @@ def eval_cmd(
     guided: bool = typer.Option(True, "--guided/--no-guided", help="Also score answers constrained to the label set (guided choice)."),
     merged: bool = typer.Option(False, "--merged", help="Serve the adapter merged into the base weights instead of as a LoRA request "
                                 "(vLLM on a CPU: its LoRA ops copy the adapter's weights for every token)."),
+    label_probs: bool = typer.Option(False, "--label-probs", help="Classification: also the tuned model's probability of "
+                                     "every label per row, and its calibration (trainers/confidence.py)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (default: the adapter folder)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=ENGINE_CONFIG_HELP),
 ) -> None:
@@ -126,7 +128,8 @@ def eval_cmd(
     cfg = _pipeline_config(config)
     report = evaluate(None if base_only else adapter, _snapshot(ref), base_model=resolve_model(None) if base_only else None,
                       engine=engine, shots=shots, baseline=baseline, max_examples=max_examples, out_dir=out, guided=guided,
-                      merged=merged, seed=cfg.seed if cfg else 0, engine_config=cfg.model.engine if cfg else None)
+                      merged=merged, seed=cfg.seed if cfg else 0, engine_config=cfg.model.engine if cfg else None,
+                      label_probs=label_probs)
     console.print(Path(report["files"]["markdown"]).read_text(), highlight=False, markup=False)
     if engine == "vllm":
         exit_now(0)  # all is written: leave without waiting for the engine's shutdown

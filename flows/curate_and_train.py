@@ -3,6 +3,7 @@
     prepare-model -> ingest -> clean -> dedupe -> balance -> synthesize -> snapshot -> diff
         [-> review gate] -> format-check -> train -> evaluate       (with train.enabled)
         -> export -> parity                                          (with export.enabled)
+        -> per variant: ablation-variant, per seed: train -> evaluate; ablation-report   (with ablate.enabled)
 
     .venv/bin/curate run --config configs/banking77.yaml      # in-process, ephemeral Prefect API
     .venv/bin/curate serve                                    # a deployment on a local Prefect server
@@ -117,6 +118,23 @@ def write_run_record(config: Config, snapshot: str, stages: list[StageOutput], m
     )
 
 
+def ablate(cfg: Config, stages: list[StageOutput], snapshot_dir: str, model_dir: str) -> list[StageOutput]:
+    """The recipe trained with each seed on each variant's rows (the data after that stage) and evaluated on the
+    final eval split; the last output is the report (trainers/ablate.py). Variants with the same rows share runs."""
+    outputs, runs = [], []
+    for variant in cfg.ablate.ordered_variants():
+        outputs.append(data := tasks.ablation_variant(cfg, stages, variant, snapshot_dir, model_dir))
+        refuse_empty_train(data.folder)
+        for seed in cfg.ablate.seeds or [cfg.train.seed]:
+            run_cfg = cfg.ablation_run(seed)
+            outputs.append(adapter := tasks.train(run_cfg, data.folder, model_dir))
+            outputs.append(evaluation := tasks.evaluate(run_cfg, adapter, data.folder))
+            runs.append({"variant": variant, "seed": seed, "snapshot": data.folder, "adapter": adapter.folder,
+                         "evaluation": evaluation.folder})
+    outputs.append(tasks.ablation_report(cfg, runs))
+    return outputs
+
+
 @flow(name="curate-and-train", log_prints=True)
 def curate_and_train(
     config: str = "configs/banking77.yaml",
@@ -177,6 +195,10 @@ def curate_and_train(
                     if cfg.export.parity:
                         model_stages.append(checked := tasks.parity(cfg, exported, evaluation, folder))
                         result["parity"] = checked.folder
+        if cfg.ablate.enabled:
+            model_stages += ablate(cfg, stages, folder, model_dir)
+            result["ablation"] = model_stages[-1].folder
+        if model_stages:
             write_run_record(cfg, folder, stages, [s for s in model_stages if s.stage != "format-check"], record=record,
                              extra=result)
         tasks.publish_markdown(cfg, "outputs", "\n".join(f"- **{k}**: `{v}`" for k, v in result.items()) + "\n",

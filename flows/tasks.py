@@ -43,6 +43,7 @@ from core.progress import ProgressLine
 from core.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
 from core.schema import StageCounts, count_stage, empty_dropped
 from core.snapshot import file_sha256, input_hashes, read_manifest, write_snapshot
+from core.train_config import ABLATION_VARIANTS
 from filters.balance import balance as balance_rows
 from filters.clean import clean as clean_rows
 from filters.dedupe import dedupe as dedupe_rows
@@ -53,6 +54,7 @@ from flows.logs import stage_logged
 from flows.proc import run_job
 from flows.runner import ray_environ
 from synthesis.synthesize import synthesis_requested, synthesize_stage
+from trainers.ablate import ablation_report as report_ablation
 from trainers.evaluate import evaluate as evaluate_adapter
 from trainers.export import EXPORT_META, export_model
 from trainers.format_check import FormatViolationError, format_markdown
@@ -65,6 +67,9 @@ from trainers.summary import evaluation_rows, training_rows
 # Training settings that change how fast a run goes, not what it learns (left out of the run folder's key).
 SPEED_ONLY = {"cpu_threads", "cpu_malloc_mmap_threshold", "output_dir", "logging_steps", "save_total_limit", "worker_cpus",
               "max_failures"}
+# Left out of the run folder's key too: whether format violations are refused changes nothing a finished run
+# learned (a refused run has no adapter), so an ablation's run on clean rows is the flow's own run.
+NOT_IN_RUN_KEY = SPEED_ONLY | {"allow_format_violations"}
 
 
 # -- artifacts --------------------------------------------------------------------------------
@@ -292,14 +297,11 @@ def synthesize(config: Config, prev: StageOutput) -> StageOutput:
     return out
 
 
-@task(name="snapshot", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-@stage_logged
-def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> StageOutput:
-    """The stage folders gathered into one immutable, content-addressed snapshot (core/snapshot.py);
-    a hit when a snapshot of the same content was there already."""
-    root = resolve_path(config.output.snapshots)
-    there = {p.name for p in (root / config.name).iterdir()} if (root / config.name).is_dir() else set()
-    folders = [s.path for s in stages]
+def write_stage_snapshot(config: Config, folders: list[Path], root: Path, model_dir: str, *,
+                         eval_rows: pl.DataFrame | None = None) -> Path:
+    """The stage folders, in order, gathered into one snapshot under root (core/snapshot.py): the last folder's
+    rows, every folder's dropped rows, the first's quarantine. `eval_rows` replaces the last folder's eval split
+    (an ablation variant keeps the final snapshot's, so that every variant is scored on the same rows)."""
     final = pl.read_parquet(folders[-1] / "rows.parquet", glob=False)
     # Synthetic rows and their rejects carry provenance columns real rows lack (null there).
     dropped = [pl.read_parquet(d / "dropped.parquet", glob=False) for d in folders if (d / "dropped.parquet").exists()]
@@ -308,15 +310,15 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> Stage
     if synthesis:
         extra["synthesis"] = synthesis[-1]
     plans = [d / "plan.parquet" for d in folders if (d / "plan.parquet").exists()]
-    folder = write_snapshot(
+    return write_snapshot(
         root,
         config.name,
         train=final.filter(pl.col("split") == "train"),
-        eval=final.filter(pl.col("split") == "eval"),
+        eval=final.filter(pl.col("split") == "eval") if eval_rows is None else eval_rows,
         rejected=pl.concat(dropped, how="diagonal_relaxed") if dropped else empty_dropped(),
         quarantine=pl.read_parquet(folders[0] / "quarantine.parquet", glob=False),
         stages=[StageCounts.from_dict(json.loads((d / "counts.json").read_text())) for d in folders],
-        config=config.model_dump(mode="json", exclude={"train"}),  # the adapter records its own
+        config=config.model_dump(mode="json", exclude={"train", "ablate"}),  # the adapter records its own
         config_hash=config.digest(),
         inputs=input_hashes(config),
         extra=extra,
@@ -324,6 +326,16 @@ def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> Stage
         plan=pl.read_parquet(plans[-1], glob=False) if plans else None,
         code_key=code_key(ingest_rows, clean_rows, dedupe_rows, balance_rows, synthesize_stage),
     )
+
+
+@task(name="snapshot", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@stage_logged
+def snapshot(config: Config, stages: list[StageOutput], model_dir: str) -> StageOutput:
+    """The stage folders gathered into one immutable, content-addressed snapshot (core/snapshot.py);
+    a hit when a snapshot of the same content was there already."""
+    root = resolve_path(config.output.snapshots)
+    there = {p.name for p in (root / config.name).iterdir()} if (root / config.name).is_dir() else set()
+    folder = write_stage_snapshot(config, [s.path for s in stages], root, model_dir)
     manifest = read_manifest(folder)
     publish_table(config, "funnel", funnel_rows(manifest), "Rows per stage and reason")
     publish_markdown(config, "snapshot", manifest_markdown(manifest, folder))
@@ -357,7 +369,7 @@ def train_run_dir(config: Config, snapshot_dir: str | Path) -> Path:
     parts = {
         "snapshot": read_manifest(snapshot_dir)["snapshot_id"],
         # where training ran is part of the key only on Ray (its workers each see a share of every batch)
-        "train": tc.model_dump(mode="json", exclude=SPEED_ONLY | ({"runner", "workers"} if tc.runner == "local" else set())),
+        "train": tc.model_dump(mode="json", exclude=NOT_IN_RUN_KEY | ({"runner", "workers"} if tc.runner == "local" else set())),
         "model": model_identity(config.model.path),
         "code": code_key(train_adapter),
         # the prompt-format template's content, not only its path
@@ -431,6 +443,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
     t = config.train
     settings = {"baseline": t.eval_baseline, "shots": t.eval_shots, "max_rows": t.eval_max_rows, "guided": t.eval_guided,
                 **({"merged": True} if t.eval_merged else {}),  # absent when off: earlier evaluations keep their key
+                **({"label_probs": True} if t.eval_label_probs else {}),
                 "base_guided": t.eval_baseline_guided,
                 "seed": config.seed, "engine": config.model.engine.model_dump(mode="json"),
                 "code": code_key(evaluate_adapter),
@@ -505,3 +518,31 @@ def parity(config: Config, exported: StageOutput, evaluation: StageOutput, snaps
 
 class ParityFailed(RuntimeError):
     """A serving path of the exported model answers otherwise than the evaluation (or is prompted otherwise)."""
+
+
+# -- the ablation: what each curation stage buys -------------------------------------------------
+@task(name="ablation-variant", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@stage_logged
+def ablation_variant(config: Config, stages: list[StageOutput], variant: str, snapshot_dir: str, model_dir: str) -> StageOutput:
+    """The train rows as they stand after `variant`'s stage (raw: ingest), as a snapshot with the final snapshot's
+    eval split, under <output.runs>/ablation-variants/. Content-addressed: a stage that changed no row gives the
+    snapshot of the stage before it, and the last stage's is the run's own snapshot (the same id, the same adapter)."""
+    root = resolve_path(config.output.runs) / "ablation-variants"
+    upto = [s.path for s in stages[: ABLATION_VARIANTS.index(variant) + 1]]
+    eval_rows = pl.read_parquet(Path(snapshot_dir) / "eval.parquet", glob=False)
+    folder = write_stage_snapshot(config, upto, root, model_dir, eval_rows=eval_rows)
+    rows = read_manifest(folder)["rows"]
+    return StageOutput("ablation-variant", str(folder), "computed", note=f"{variant}: {folder.name}, train {rows['train']} rows")
+
+
+@task(name="ablation-report", cache_policy=NO_CACHE)
+@stage_logged
+def ablation_report(config: Config, runs: list[dict]) -> StageOutput:
+    """Every run's evaluation read into one report (trainers/ablate.py): ablation.md, .json, .png, and an artifact."""
+    key = content_key({"runs": [{k: str(v) for k, v in r.items()} for r in runs], "code": code_key(report_ablation)}, 12)
+    out = resolve_path(config.output.runs) / config.name / "ablations" / key
+    with atomic_folder(out, prefix=".tmp-ablation-") as tmp:
+        report_ablation(runs, tmp)
+        repoint(tmp, out, ("ablation.json", "ablation.md"))
+    publish_markdown(config, "ablation", (out / "ablation.md").read_text(), "What each curation stage buys in model quality")
+    return StageOutput("ablation-report", str(out), "computed", note=f"{len(runs)} runs: {out / 'ablation.md'}")

@@ -91,13 +91,15 @@ def eval_diff(adapter_a: str | Path, adapter_b: str | Path, *, system: str = "tu
     flips, per_class = [], defaultdict(lambda: {"rows": 0, "right_a": 0, "right_b": 0})
     for rid in common:
         gold, a, b = rows_a[rid]["gold"], rows_a[rid][system], rows_b[rid][system]
-        stats = per_class[gold]
+        # the row's class: its label where the predictions carry it (a generation task's dialogue act), else the answer
+        label = rows_a[rid].get("label") or gold
+        stats = per_class[label]
         stats["rows"] += 1
         stats["right_a"] += a == gold
         stats["right_b"] += b == gold
         if a != b:
             kind = "right->wrong" if a == gold else "wrong->right" if b == gold else "changed"
-            flips.append({"row_id": rid, "label": gold, "kind": kind, "a": a, "b": b})
+            flips.append({"row_id": rid, "label": label, "gold": gold, "kind": kind, "a": a, "b": b})
     meta_a, meta_b = _meta(adapter_a), _meta(adapter_b)
     changes, no_diff = _train_changes(meta_a.get("snapshot"), meta_b.get("snapshot"))
     classes = []

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import random
 import re
 import shutil
@@ -39,6 +40,16 @@ from core.engine import engine_args
 from core.engine_pool import DataParallel, build_engine, engine_count
 from core.progress import Progress
 from core.train_config import FormatConfig, served_lora_rank
+from trainers.confidence import (
+    Distribution,
+    LabelTrie,
+    calibration,
+    label_distribution,
+    plot_reliability,
+    sig,
+    transformers_next_logprobs,
+    vllm_next_logprobs,
+)
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
 from trainers.model_card import META_FILE, write_model_card
 from trainers.predict import adapter_base, adapter_method, adapter_rank, generate, generate_vllm, load_model, lora_base, merge_adapter
@@ -195,7 +206,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
              max_examples: int | None = None, out_dir: str | Path | None = None, seed: int = 0,
              max_new_tokens: int | None = None, guided: bool = True, merged: bool = False,
              engine_config: EngineConfig | None = None, base_guided: bool = True,
-             parallel: DataParallel | None = None) -> dict:
+             parallel: DataParallel | None = None, label_probs: bool = False) -> dict:
     """Evaluate the adapter (if any) and, with baseline, the base model zero-/few-shot; write the report.
 
     With `guided` (classification, vLLM), the tuned model (and with `base_guided` the base model)
@@ -206,6 +217,11 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     With `parallel` (runner.engines on Ray), each engine is that many engines on Ray actors, every
     call's rows split over them in order (core/engine_pool.py): the same predictions, in the same order.
     Progress (rows per system, an ETA) goes to the `curate.progress` logger (core.progress).
+
+    Confidence (trainers/confidence.py): every answer's probability under its model is recorded, and
+    the tuned systems' calibration reported (ECE, reliability.png). With `label_probs` (classification)
+    the tuned model's distribution over the label set is computed for every row too: its top labels go
+    into predictions.jsonl, its calibration beside the answers'.
     """
     engine_config = engine_config or EngineConfig()
 
@@ -256,6 +272,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     models: dict[bool, Any] = {}
     results, predictions = {}, {}
+    distributions: list[Distribution] | None = None
     with Progress("evaluation", total=len(rows) * len(systems), unit="rows") as progress:
 
         def done(n: int) -> None:
@@ -285,6 +302,11 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                 if with_adapter not in models:
                     models[with_adapter] = load_model(adapter_dir if with_adapter else None, base)
                 gens = generate(models[with_adapter], fmt, prompts, max_new_tokens=max_new_tokens, on_done=done)
+            if label_probs and name == "tuned" and task.kind == "classification" and task.labels:
+                progress.update(progress.done, step="label distribution")
+                asks = (vllm_next_logprobs(llm) if engine == "vllm"
+                        else transformers_next_logprobs(models[True], fmt.pad_id()))
+                distributions = label_distribution(prompts, LabelTrie.build(fmt, task.labels), asks)
             preds = [g.answer for g in gens]
             results[name] = score(task, golds, preds, [g.stopped for g in gens])
             results[name]["prompt_tokens_mean"] = round(sum(map(len, prompts)) / max(len(prompts), 1), 1)
@@ -316,17 +338,53 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         report["confusion"] = {"system": first, "labels": task.labels, "matrix": cm}
         report["files"]["confusion_png"] = str(plot_confusion(cm, task.labels, out / "confusion.png",
                                                                f"{first}: confusion on eval (row-normalized)"))
+    report["calibration"] = calibrations(predictions, golds, distributions)
+    if report["calibration"]:
+        report["files"]["reliability_png"] = str(plot_reliability(report["calibration"], out / "reliability.png",
+                                                                   "tuned model: accuracy against confidence"))
+        report["per_class_confidence"] = class_confidence(rows, predictions["tuned"], distributions)
     for folder in ("merged-model", "trained-base"):  # the base's size again: not kept beside every report
         shutil.rmtree(out / folder, ignore_errors=True)
     with open(out / "predictions.jsonl", "w") as fh:
         for i, r in enumerate(rows):
-            fh.write(json.dumps({"row_id": r["row_id"], "gold": r["output"],
-                                 **{name: predictions[name][i].answer for name in predictions}}) + "\n")
+            extra = {"confidence": {name: None if g[i].logprob is None else sig(math.exp(g[i].logprob))
+                                    for name, g in predictions.items()}}
+            if distributions is not None:
+                d = distributions[i]
+                extra |= {"label_probs": d.top(), "label_mass": sig(d.mass), "label_pruned": sig(d.pruned)}
+            fh.write(json.dumps({"row_id": r["row_id"], "label": r["label"], "gold": r["output"],
+                                 **{name: predictions[name][i].answer for name in predictions}, **extra}) + "\n")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(report_markdown(report))
     if adapter_dir is not None and (Path(adapter_dir) / META_FILE).is_file():
         write_model_card(adapter_dir, adapter_dir, report)  # the adapter's card gets its metrics
     return report
+
+
+def calibrations(predictions: dict[str, list], golds: Sequence[str], distributions: list[Distribution] | None) -> dict:
+    """Calibration of each tuned system's answer probability, and of the label distribution's top label."""
+    out = {}
+    for name, gens in predictions.items():
+        if name.startswith("tuned") and gens and all(g.logprob is not None for g in gens):
+            out[name] = calibration([math.exp(g.logprob) for g in gens], [g.answer == gold for g, gold in zip(gens, golds)])
+    if distributions is not None:
+        best = [d.best for d in distributions]
+        out["tuned, label distribution"] = calibration([p for _, p in best], [lab == gold for (lab, _), gold in zip(best, golds)])
+    return out
+
+
+def class_confidence(rows: Sequence[dict], gens: Sequence, distributions: list[Distribution] | None) -> dict[str, float]:
+    """Per class (the rows' label), the tuned model's mean probability of the right answer: of the gold label
+    in its label distribution where there is one, else of its own answer where it was right (0 where wrong)."""
+    sums, counts = Counter(), Counter()
+    for i, r in enumerate(rows):
+        if distributions is not None:
+            p = distributions[i].probs.get(r["output"], 0.0)
+        else:
+            p = math.exp(gens[i].logprob) if gens[i].logprob is not None and gens[i].answer == r["output"] else 0.0
+        sums[r["label"]] += p
+        counts[r["label"]] += 1
+    return {label: round(sums[label] / counts[label], 4) for label in sorted(counts)}
 
 
 def report_markdown(report: dict) -> str:
@@ -347,4 +405,9 @@ def report_markdown(report: dict) -> str:
         lines += ["", f"Lowest per-class recall ({first}): " + ", ".join(f"{k} {v:.2f}" for k, v in worst)]
         if "confusion_png" in report["files"]:
             lines += ["", f"![confusion]({Path(report['files']['confusion_png']).name})"]
+    if report.get("calibration"):
+        lines += ["", "| confidence of | expected calibration error | mean confidence | accuracy |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {c['ece']:.3f} | {c['mean_confidence']:.3f} | {c['accuracy']:.3f} |"
+                  for name, c in report["calibration"].items()]
+        lines += ["", f"![reliability]({Path(report['files']['reliability_png']).name})"]
     return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ class Generation:
     answer: str  # parsed: text before the stop token, stripped
     raw: str  # the decoded continuation, special tokens kept
     stopped: bool  # ended with the stop token (False: ran into max_new_tokens)
+    logprob: float | None = None  # log-probability of the generated tokens under the model, stop token included
 
 
 def adapter_base(adapter_dir: str | Path) -> Path:
@@ -154,14 +155,17 @@ def generate(model, fmt: PromptFormat, prompts: Sequence[list[int]], *, max_new_
         with torch.no_grad():
             gen = model.generate(
                 input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                eos_token_id=fmt.stop_id, pad_token_id=pad,
+                eos_token_id=fmt.stop_id, pad_token_id=pad, output_logits=True, return_dict_in_generate=True,
             )
-        for row in gen[:, width:].tolist():
+        # each step's log-probabilities from the raw logits (before any logits processor), as vLLM reports them
+        steps = torch.stack([torch.log_softmax(s.float(), dim=-1) for s in gen.logits], dim=1)
+        for j, row in enumerate(gen.sequences[:, width:].tolist()):
             stopped = fmt.stop_id in row
             if stopped:
                 row = row[: row.index(fmt.stop_id) + 1]
             raw = fmt.tokenizer.decode(row, skip_special_tokens=False)
-            out.append(Generation(fmt.parse(raw), raw, stopped))
+            logprob = float(sum(steps[j, k, t] for k, t in enumerate(row)))
+            out.append(Generation(fmt.parse(raw), raw, stopped, logprob))
         if on_done is not None:
             on_done(len(chunk))
     return out
@@ -193,6 +197,7 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
                         enable_lora=adapter_dir is not None, max_lora_rank=served_lora_rank(lora_rank), max_loras=1)
     params = SamplingParams(temperature=0.0, max_tokens=max_new_tokens, stop_token_ids=[fmt.stop_id],
                             skip_special_tokens=False, include_stop_str_in_output=True,
+                            logprobs=0,  # the chosen tokens' own log-probabilities (raw: before any constraint)
                             structured_outputs=StructuredOutputsParams(choice=list(choices)) if choices else None)
     lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
     requests = [TokensPrompt(prompt_token_ids=list(p)) for p in prompts]
@@ -208,7 +213,8 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
         ids = list(c.token_ids)
         stopped = bool(ids) and ids[-1] == fmt.stop_id
         raw = fmt.tokenizer.decode(ids, skip_special_tokens=False)
-        gens.append(Generation(fmt.parse(raw), raw, stopped))
+        logprob = sum(step[t].logprob for step, t in zip(c.logprobs, ids)) if c.logprobs is not None else None
+        gens.append(Generation(fmt.parse(raw), raw, stopped, logprob))
     return gens
 
 
