@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+import yaml
+from pydantic import ValidationError
 
 from core.config import Config, ConfigError, load_config
 from core.devices import DTYPES
@@ -34,7 +36,7 @@ from core.train_config import TrainConfig
 from core.vllm_cli import main as vllm_main
 from flows.cli_common import console, fail
 from flows.logs import console_log
-from trainers.curves import learning_curve
+from trainers.curves import grid_points, learning_curve, point_config, point_name, sweep
 from trainers.eval_diff import EvalDiffError, eval_diff, render_markdown, write_eval_diff
 from trainers.evaluate import evaluate
 from trainers.export import ExportError, export_model, find_evaluation, read_export_meta
@@ -227,21 +229,51 @@ def _fractions(text: str) -> list[float]:
     return fractions
 
 
+def _grid(params: list[str]) -> dict[str, list]:
+    """--param key=v1,v2 ... -> {key: [v1, v2]}; each value read as YAML (1e-3, 16, qlora)."""
+    grid = {}
+    for p in params:
+        key, sep, values = p.partition("=")
+        if not sep or not key.strip() or not values.strip():
+            raise typer.BadParameter(f"expected --param key=value1,value2, got {p!r}")
+        if key.strip() in grid:
+            raise typer.BadParameter(f"--param {key.strip()} given twice")
+        grid[key.strip()] = [yaml.safe_load(v.strip()) for v in values.split(",") if v.strip()]
+    return grid
+
+
 def sweep_cmd(
     snapshot: str = typer.Argument(..., help=SNAPSHOT_HELP),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help=TRAIN_CONFIG_HELP),
     overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
-    fractions: str = typer.Option("0.25,0.5,1.0", help="Nested shares of the train split, e.g. 0.25,0.5,1.0."),
+    fractions: str = typer.Option("0.25,0.5,1.0", help="Nested shares of the train split, e.g. 0.25,0.5,1.0 (without --param)."),
+    params: list[str] = typer.Option([], "--param", "-p", help="A training parameter and its values, e.g. "
+                                     "--param learning_rate=1e-3,2e-3 or --param method=qlora,lora (repeatable: a grid)."),
     engine: str = typer.Option("vllm", help="Evaluation engine: vllm or transformers."),
     baseline: bool = typer.Option(False, "--baseline", help="Add the base model as the 0-example point."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate on a seeded sample of this many eval rows."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for curves.json, curves.png and the runs (default: under output_dir)."),
 ) -> None:
-    """Learning curve: train and evaluate on nested fractions of a snapshot; metric vs training examples (PNG)."""
-    shares = _fractions(fractions)
+    """Train and evaluate the recipe with one thing varied: any training parameter (--param: metric, peak memory and
+    tokens/s per value), or nested fractions of the train split (a learning curve)."""
     console_log()
     snap = _snapshot(snapshot)
     cfg = _train_config(config, overrides)
+    if params:
+        grid = _grid(params)
+        try:
+            for values in grid_points(grid):
+                point_config(cfg, values)
+        except (ValueError, ValidationError) as exc:
+            fail(str(exc))
+        folder = out or Path(cfg.output_dir) / snap.parent.name / f"sweep-{snap.name}-{point_name(dict.fromkeys(grid, 'x'))}"
+        res = sweep(snap, resolve_model(None), cfg, folder, grid=grid, engine=engine, max_examples=max_examples)
+        console.print(Path(res["files"]["markdown"]).read_text(), markup=False, highlight=False)
+        console.print(res["files"]["png"], highlight=False, markup=False)
+        if engine == "vllm":
+            exit_now(0)
+        return
+    shares = _fractions(fractions)
     folder = out or Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}"
     res = learning_curve(snap, resolve_model(None), cfg, folder, fractions=shares, engine=engine, baseline=baseline,
                          max_examples=max_examples)

@@ -411,7 +411,8 @@ def _write_adapter(run: Run, folder: Path, metrics: dict | None) -> None:
         "resumed_from": getattr(run.trainer, "resumed_from", None),
         "fit_seconds": round(getattr(run.trainer, "fit_seconds", 0.0), 1),
         # tokens trained (not padding), over every worker of a distributed run
-        "train_tokens": next((int(h["num_tokens"]) for h in reversed(history) if "num_tokens" in h), None),
+        "train_tokens": next((int(h["num_tokens"]) for h in reversed(history) if "num_tokens" in h),
+                             getattr(run.trainer, "_total_train_tokens", None)),  # TRL's count, logged or not
         "peak_memory_mb": round(peak_memory_mb(run.device), 1),
         "train_loss": [h["loss"] for h in history if "loss" in h],
         "eval_loss": [h["eval_loss"] for h in history if "eval_loss" in h],
