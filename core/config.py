@@ -36,7 +36,7 @@ from core.io import write_text
 from core.safe_yaml import load_yaml
 from core.schema import normalize_labels, spell_labels
 from core.synthesis_config import SynthesisConfig
-from core.train_config import AblateConfig, ExportConfig, TrainStageConfig
+from core.train_config import AblateConfig, ExportConfig, IterateConfig, TrainStageConfig
 
 # A configuration is a few KB of YAML; a larger "config" is a mistake (or /dev/zero) and is not read.
 MAX_CONFIG_BYTES = 1 << 20
@@ -315,6 +315,7 @@ class Config(_Section):
     train: TrainStageConfig = TrainStageConfig()
     export: ExportConfig = ExportConfig()
     ablate: AblateConfig = AblateConfig()
+    iterate: IterateConfig = IterateConfig()
     output: OutputConfig = OutputConfig()
     runner: RunnerConfig = RunnerConfig()
     allow_outside_paths: bool = Field(
@@ -378,6 +379,15 @@ class Config(_Section):
             raise ValueError("\n".join(problems))  # one line per path, keyed (format_errors)
         return self
 
+    @model_validator(mode="after")
+    def _iterate_needs_a_classifier(self) -> "Config":
+        if self.iterate.enabled:
+            if self.task.kind != "classification":
+                raise ValueError("iterate: the tuned checker labels candidates: a classification task only")
+            if not self.train.enabled or not self.train.evaluate:
+                raise ValueError("iterate: each round trains and evaluates: set train.enabled and train.evaluate")
+        return self
+
     def read_path(self, value: str, root: Path | None = None) -> Path:
         """A file the config names, to read: resolved against root (default: the working folder).
 
@@ -417,6 +427,19 @@ class Config(_Section):
             "eval_max_rows": self.ablate.eval_max_rows or self.train.eval_max_rows})
         return self.model_copy(update={"train": train})
 
+    @property
+    def label_probs(self) -> bool:
+        """Whether evaluation records the label distribution: asked for, or the iterate loop's plan needs it."""
+        return self.train.eval_label_probs or self.iterate.enabled
+
+    def iteration_run(self, iteration: int) -> "Config":
+        """This config as an iterate round synthesizes with it: synthesis on, the round's own seeds (stable: the
+        base seed plus 1000 per round), the loop's oversampling; the label check is the tuned checker's."""
+        synthesis = self.synthesis.model_copy(update={
+            "enabled": True, "seed": self.synthesis.seed + 1000 * iteration, "oversample": self.iterate.oversample,
+            "label_check": False})  # no template check: synthesize gets the tuned checker
+        return self.model_copy(update={"synthesis": synthesis})
+
     def digest(self) -> str:
         """Hash of the resolved configuration (defaults included) that decides the data.
 
@@ -433,7 +456,7 @@ class Config(_Section):
 
 
 # Config sections that change no curated row (left out of the snapshot's config hash).
-DATA_INDEPENDENT = ("output", "runner", "train", "export", "ablate", "allow_outside_paths")
+DATA_INDEPENDENT = ("output", "runner", "train", "export", "ablate", "iterate", "allow_outside_paths")
 # Settings of other sections that change no row either: how much memory ingest may use and
 # how many records it parses at a time.
 DATA_INDEPENDENT_FIELDS = {"ingest": ("max_memory_mb", "batch_records")}

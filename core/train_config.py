@@ -87,6 +87,35 @@ class AblateConfig(_Section):
         return [v for v in ABLATION_VARIANTS if v in self.variants]
 
 
+class IterateConfig(_Section):
+    """The `iterate:` section: evaluation directs synthesis (curate iterate).
+
+    Round 1 is the run's own training. Each later round gives its synthesis budget to the classes the
+    last round's evaluation scored worst (per-class recall, then the tuned model's confidence in the
+    right label), has the synthesis model write candidates for them, keeps those the last round's tuned
+    adapter labels as their intended class (blind), trains on the enlarged snapshot and evaluates it
+    on the same eval split. The loop stops after `rounds`, or at the first round that gains less than
+    `min_gain` macro-F1 (slot F1 for generation tasks) over the best round before it.
+
+    The weak classes are read off the eval split, so later rounds' scores on it are not an unbiased
+    estimate: report a held-out test split (the recipe's eval rows are chosen once, the classes each round)."""
+
+    enabled: bool = Field(False, description="after training, run the rounds of evaluation-directed synthesis")
+    rounds: int = Field(2, ge=2, le=20, description="rounds in all, the run's own training being round 1")
+    budget: int = Field(120, gt=0, description="synthetic rows asked for per round, shared by the weakest classes")
+    classes: int = Field(8, gt=0, description="how many of the weakest classes share a round's budget")
+    oversample: float = Field(
+        3.0, ge=1.0, le=20.0, description="candidates written per row asked for (the tuned checker keeps ~1 in 2 on "
+        "banking77); later attempts divide by the class's observed yield, as synthesis.oversample")
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="a candidate is kept when the tuned adapter labels it as its intended class "
+        "with at least this probability (its label distribution)")
+    min_gain: float = Field(0.0, description="stop when a round's macro-F1 gain over the best earlier round is below this")
+    checker_memory_utilization: float = Field(
+        0.1, gt=0, le=1, description="share of memory for the tuned checker's engine KV cache; it runs beside the "
+        "synthesis engine")
+
+
 class FormatConfig(_Section):
     """How a row becomes (prompt, completion). One format for training, evaluation and prediction."""
 

@@ -1,6 +1,8 @@
 """The child process of a stage's heavy work: `python -m flows.child JOB JOB_FILE` (started by flows/proc.py).
 
     synthesize  synthesis.synthesize.synthesize_stage on a balance stage's rows and plan -> the stage's tables
+    iterate     the same on an iterate round's snapshot, its plan from the last evaluation (trainers/iterate.py),
+                the last adapter as label check (trainers/checker.py) -> the round's tables and plan
     train       trainers.ray_train.train_adapter on a snapshot (here, or on Ray Train workers) -> <run>/adapter/
     evaluate    trainers.evaluate.evaluate of an adapter on its snapshot's eval split -> report.json, report.md
     export      trainers.export.export_model of an evaluated adapter -> a merged model folder
@@ -16,6 +18,7 @@ are written (vLLM's own shutdown can hang, and it takes the engine's processes a
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,13 +27,15 @@ import polars as pl
 from core.config import Config, load_config
 from core.engine import exit_now
 from core.engine_pool import DataParallel
-from core.io import write_json
+from core.io import write_json, write_table
 from flows.cache import write_rows_stage
 from flows.proc import child_log_handler, die_with_parent
 from synthesis.synthesize import synthesize_stage
+from trainers.checker import TunedChecker
 from trainers.evaluate import evaluate
 from trainers.export import export_model
 from trainers.format_check import FormatViolationError
+from trainers.iterate import plan_round
 from trainers.parity import parity
 from trainers.ray_train import train_adapter
 
@@ -38,6 +43,25 @@ from trainers.ray_train import train_adapter
 def synthesize_job(config: Config, inputs: dict) -> None:
     rows, plan, out = pl.read_parquet(inputs["rows"], glob=False), pl.read_parquet(inputs["plan"], glob=False), Path(inputs["out"])
     kept, dropped, counts, totals = synthesize_stage(rows, plan, config)
+    write_json(totals, out / "synthesis.json")
+    write_rows_stage(out, kept, dropped, counts)
+    print(json.dumps({k: totals.get(k) for k in ("requested", "generated", "kept", "rejected", "label_agreement")}), flush=True)
+
+
+def iterate_job(config: Config, inputs: dict) -> None:
+    """An iterate round's data: the last round's snapshot rows plus synthetic rows for the classes its evaluation
+    scored worst, each labelled blind by its adapter (trainers/checker.py) and kept when that agrees."""
+    it, out, snapshot, iteration = config.iterate, Path(inputs["out"]), Path(inputs["snapshot"]), int(inputs["iteration"])
+    labels = config.label_set()
+    plan = plan_round(inputs["evaluation"], labels, budget=it.budget, classes=it.classes)
+    rows = pl.concat([pl.read_parquet(snapshot / f"{split}.parquet", glob=False) for split in ("train", "eval")],
+                     how="diagonal_relaxed")
+    checker = TunedChecker(inputs["adapter"], config.model.engine, labels, work_dir=out / "checker", seed=config.seed,
+                           memory_utilization=it.checker_memory_utilization)
+    kept, dropped, counts, totals = synthesize_stage(rows, plan, config.iteration_run(iteration), checker=checker,
+                                                     min_check_confidence=it.min_confidence, iteration=iteration)
+    shutil.rmtree(out / "checker", ignore_errors=True)  # the merged model: the base's size again
+    write_table(plan, out / "plan.parquet")
     write_json(totals, out / "synthesis.json")
     write_rows_stage(out, kept, dropped, counts)
     print(json.dumps({k: totals.get(k) for k in ("requested", "generated", "kept", "rejected", "label_agreement")}), flush=True)
@@ -56,7 +80,7 @@ def evaluate_job(config: Config, inputs: dict) -> None:
     report = evaluate(inputs["adapter"], inputs["snapshot"], shots=t.eval_shots, baseline=t.eval_baseline,
                       max_examples=t.eval_max_rows, out_dir=inputs["out"], guided=t.eval_guided, merged=t.eval_merged,
                       seed=config.seed, engine_config=config.model.engine, base_guided=t.eval_baseline_guided,
-                      parallel=DataParallel.from_config(config), label_probs=t.eval_label_probs)
+                      parallel=DataParallel.from_config(config), label_probs=config.label_probs)
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 
@@ -73,9 +97,9 @@ def parity_job(config: Config, inputs: dict) -> None:
     print(Path(report["files"]["markdown"]).read_text(), flush=True)
 
 
-JOBS = {"synthesize": synthesize_job, "train": train_job, "evaluate": evaluate_job, "export": export_job,
-        "parity": parity_job}
-ENGINE_JOBS = {"synthesize", "evaluate", "parity"}  # they run a vLLM engine
+JOBS = {"synthesize": synthesize_job, "iterate": iterate_job, "train": train_job, "evaluate": evaluate_job,
+        "export": export_job, "parity": parity_job}
+ENGINE_JOBS = {"synthesize", "iterate", "evaluate", "parity"}  # they run a vLLM engine
 
 
 def main(argv: list[str]) -> None:

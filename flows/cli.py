@@ -43,7 +43,7 @@ from filters.dedupe_file import dedupe_file
 from filters.near_dup import NearDupSettings
 from flows import cli_review, cli_server, cli_templates, cli_train
 from flows.cli_common import console, fail
-from flows.cli_summary import print_ablation, print_run, print_stages, print_summary
+from flows.cli_summary import print_ablation, print_iteration, print_run, print_stages, print_summary
 from flows.curate_and_train import curate_and_train
 from flows.logs import console_log
 from flows.runner import with_runner
@@ -165,6 +165,26 @@ def ablate(
     result = _run_flow(config, [*overrides, *sets])
     print_stages(result["stages"])
     print_ablation(result["ablation"])
+    console.print(f"[bold]done[/] in {duration(time.perf_counter() - started)}", highlight=False)
+
+
+@app.command()
+def iterate(
+    config: Path = typer.Option(DEFAULT_CONFIG, "--config", "-c", help="YAML configuration of the task."),
+    rounds: Optional[int] = typer.Option(None, "--rounds", min=2, help="Rounds in all, the first being the run's own "
+                                         "training (default: the config's iterate.rounds)."),
+    budget: Optional[int] = typer.Option(None, "--budget", min=1, help="Synthetic rows asked for per round (default: "
+                                         "iterate.budget)."),
+    overrides: list[str] = typer.Option([], "--set", "-s", help="Override a setting: --set iterate.classes=4 (repeatable)."),
+) -> None:
+    """Evaluation directs synthesis: train, then per round synthesize for the weakest classes, labelled by the tuned adapter, and train again."""
+    sets = ["iterate.enabled=true", "train.enabled=true"]
+    sets += [f"iterate.rounds={rounds}"] if rounds is not None else []
+    sets += [f"iterate.budget={budget}"] if budget is not None else []
+    started = time.perf_counter()
+    result = _run_flow(config, [*overrides, *sets])
+    print_stages(result["stages"])
+    print_iteration(result["iteration"])
     console.print(f"[bold]done[/] in {duration(time.perf_counter() - started)}", highlight=False)
 
 

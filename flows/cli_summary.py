@@ -152,6 +152,33 @@ def print_ablation(folder: str | Path) -> None:
         console.print(f"[bold]{what}[/]: {escape(display_path(report['files'][key]))}", highlight=False)
 
 
+def print_iteration(folder: str | Path) -> None:
+    """The iterate rounds (trainers/iterate.py): a row per round, then the recall of the classes given budget."""
+    report = json.loads((Path(folder) / "iteration.json").read_text())
+    rounds = report["rounds"]
+    table = Table(title="iterate: evaluation directs synthesis (same eval rows every round)", title_justify="left")
+    for col in ("round", "train rows", "synthetic", "accuracy", "macro f1", "ECE", "classes given budget (kept/asked)"):
+        table.add_column(col, justify="left" if col.startswith("classes") else "right")
+    for r in rounds:
+        asked = ", ".join(f"{c} {r['kept'].get(c, 0)}/{n}" for c, n in r["asked"].items()) or "-"
+        table.add_row(str(r["iteration"]), str(r["train_rows"]), str(r["synthetic_rows"]), f"{r['accuracy']:.3f}",
+                      f"{r['macro_f1']:.3f}", "-" if r["ece"] is None else f"{r['ece']:.3f}", asked)
+    console.print(table)
+    if report["targeted"]:
+        recall = Table(title="recall of the classes given budget, per round", title_justify="left")
+        recall.add_column("class")
+        for r in rounds:
+            recall.add_column(f"round {r['iteration']}", justify="right")
+        for c in sorted(report["targeted"], key=lambda c: (report["targeted"][c], c)):
+            recall.add_row(c, *["-" if r["per_class"][c]["recall"] is None else f"{r['per_class'][c]['recall']:.2f}"
+                                for r in rounds])
+        console.print(recall)
+    console.print(f"best round: {report['best']} ({report['gain']:+.4f} macro-F1 over round 1)"
+                  + (f"; stopped: {report['stopped']}" if report["stopped"] else ""), markup=False, highlight=False)
+    for what, key in (("iteration report", "markdown"), ("iteration chart", "png")):
+        console.print(f"[bold]{what}[/]: {escape(display_path(report['files'][key]))}", highlight=False)
+
+
 def display_path(path: str | Path) -> str:
     """A path as the user would type it: relative to the working folder when it is inside it."""
     path = Path(path)

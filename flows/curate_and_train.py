@@ -3,6 +3,7 @@
     prepare-model -> ingest -> clean -> dedupe -> balance -> synthesize -> snapshot -> diff
         [-> review gate] -> format-check -> train -> evaluate       (with train.enabled)
         -> export -> parity                                          (with export.enabled)
+        -> per round: iteration-data -> train -> evaluate; iteration-report          (with iterate.enabled)
         -> per variant: ablation-variant, per seed: train -> evaluate; ablation-report   (with ablate.enabled)
 
     .venv/bin/curate run --config configs/banking77.yaml      # in-process, ephemeral Prefect API
@@ -17,6 +18,7 @@ it was a hit; the run record (data/runs/<name>/<stamp>/run.json) lists them.
 """
 
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 
@@ -31,9 +33,10 @@ from core.config_form import ConfigSettings, settings_overrides
 from core.io import write_json
 from core.review import record_review, review_status
 from core.snapshot import read_manifest
-from flows import tasks
+from flows import experiment_tasks, tasks
 from flows.cache import StageOutput
 from flows.logs import run_log
+from trainers.iterate import stop_reason
 
 
 class ReviewDecision(RunInput):
@@ -123,7 +126,7 @@ def ablate(cfg: Config, stages: list[StageOutput], snapshot_dir: str, model_dir:
     final eval split; the last output is the report (trainers/ablate.py). Variants with the same rows share runs."""
     outputs, runs = [], []
     for variant in cfg.ablate.ordered_variants():
-        outputs.append(data := tasks.ablation_variant(cfg, stages, variant, snapshot_dir, model_dir))
+        outputs.append(data := experiment_tasks.ablation_variant(cfg, stages, variant, snapshot_dir, model_dir))
         refuse_empty_train(data.folder)
         for seed in cfg.ablate.seeds or [cfg.train.seed]:
             run_cfg = cfg.ablation_run(seed)
@@ -131,8 +134,33 @@ def ablate(cfg: Config, stages: list[StageOutput], snapshot_dir: str, model_dir:
             outputs.append(evaluation := tasks.evaluate(run_cfg, adapter, data.folder))
             runs.append({"variant": variant, "seed": seed, "snapshot": data.folder, "adapter": adapter.folder,
                          "evaluation": evaluation.folder})
-    outputs.append(tasks.ablation_report(cfg, runs))
+    outputs.append(experiment_tasks.ablation_report(cfg, runs))
     return outputs
+
+
+def iterate(cfg: Config, snapshot_dir: str, model_dir: str, adapter: StageOutput, evaluation: StageOutput) -> list[StageOutput]:
+    """Rounds of evaluation-directed synthesis after the run's own training (round 1): each round's data, its
+    training and evaluation; stops after iterate.rounds or at the first round that does not gain; the last
+    output is the report (trainers/iterate.py)."""
+    rounds = [{"iteration": 1, "snapshot": snapshot_dir, "adapter": adapter.folder, "evaluation": evaluation.folder}]
+    scores, outputs, stopped = [macro_f1(evaluation)], [], None
+    for iteration in range(2, cfg.iterate.rounds + 1):
+        outputs.append(data := experiment_tasks.iteration_data(cfg, iteration, rounds[-1], model_dir))
+        outputs.append(adapter := tasks.train(cfg, data.folder, model_dir))
+        outputs.append(evaluation := tasks.evaluate(cfg, adapter, data.folder))
+        manifest = read_manifest(data.folder)
+        rounds.append({"iteration": iteration, "snapshot": data.folder, "adapter": adapter.folder,
+                       "evaluation": evaluation.folder, "plan": str(Path(manifest["iteration"]["stage"]) / "plan.parquet"),
+                       "synthesis": manifest["synthesis"]})
+        scores.append(macro_f1(evaluation))
+        if stopped := stop_reason(scores, min_gain=cfg.iterate.min_gain):
+            break
+    outputs.append(experiment_tasks.iteration_report(cfg, rounds, stopped))
+    return outputs
+
+
+def macro_f1(evaluation: StageOutput) -> float:
+    return json.loads((evaluation.path / "report.json").read_text())["systems"]["tuned"]["macro_f1"]
 
 
 @flow(name="curate-and-train", log_prints=True)
@@ -195,6 +223,9 @@ def curate_and_train(
                     if cfg.export.parity:
                         model_stages.append(checked := tasks.parity(cfg, exported, evaluation, folder))
                         result["parity"] = checked.folder
+        if cfg.iterate.enabled:
+            model_stages += iterate(cfg, folder, model_dir, adapter, evaluation)
+            result["iteration"] = model_stages[-1].folder
         if cfg.ablate.enabled:
             model_stages += ablate(cfg, stages, folder, model_dir)
             result["ablation"] = model_stages[-1].folder

@@ -43,7 +43,6 @@ from core.progress import ProgressLine
 from core.report import class_mix_chart, class_rows, funnel_rows, manifest_markdown
 from core.schema import StageCounts, count_stage, empty_dropped
 from core.snapshot import file_sha256, input_hashes, read_manifest, write_snapshot
-from core.train_config import ABLATION_VARIANTS
 from filters.balance import balance as balance_rows
 from filters.clean import clean as clean_rows
 from filters.dedupe import dedupe as dedupe_rows
@@ -54,7 +53,6 @@ from flows.logs import stage_logged
 from flows.proc import run_job
 from flows.runner import ray_environ
 from synthesis.synthesize import synthesis_requested, synthesize_stage
-from trainers.ablate import ablation_report as report_ablation
 from trainers.evaluate import evaluate as evaluate_adapter
 from trainers.export import EXPORT_META, export_model
 from trainers.format_check import FormatViolationError, format_markdown
@@ -318,7 +316,7 @@ def write_stage_snapshot(config: Config, folders: list[Path], root: Path, model_
         rejected=pl.concat(dropped, how="diagonal_relaxed") if dropped else empty_dropped(),
         quarantine=pl.read_parquet(folders[0] / "quarantine.parquet", glob=False),
         stages=[StageCounts.from_dict(json.loads((d / "counts.json").read_text())) for d in folders],
-        config=config.model_dump(mode="json", exclude={"train", "ablate"}),  # the adapter records its own
+        config=config.model_dump(mode="json", exclude={"train", "ablate", "iterate"}),  # the adapter records its own
         config_hash=config.digest(),
         inputs=input_hashes(config),
         extra=extra,
@@ -443,7 +441,7 @@ def evaluate(config: Config, adapter: StageOutput, snapshot_dir: str) -> StageOu
     t = config.train
     settings = {"baseline": t.eval_baseline, "shots": t.eval_shots, "max_rows": t.eval_max_rows, "guided": t.eval_guided,
                 **({"merged": True} if t.eval_merged else {}),  # absent when off: earlier evaluations keep their key
-                **({"label_probs": True} if t.eval_label_probs else {}),
+                **({"label_probs": True} if config.label_probs else {}),
                 "base_guided": t.eval_baseline_guided,
                 "seed": config.seed, "engine": config.model.engine.model_dump(mode="json"),
                 "code": code_key(evaluate_adapter),
@@ -518,31 +516,3 @@ def parity(config: Config, exported: StageOutput, evaluation: StageOutput, snaps
 
 class ParityFailed(RuntimeError):
     """A serving path of the exported model answers otherwise than the evaluation (or is prompted otherwise)."""
-
-
-# -- the ablation: what each curation stage buys -------------------------------------------------
-@task(name="ablation-variant", retries=1, retry_delay_seconds=2, cache_policy=NO_CACHE)
-@stage_logged
-def ablation_variant(config: Config, stages: list[StageOutput], variant: str, snapshot_dir: str, model_dir: str) -> StageOutput:
-    """The train rows as they stand after `variant`'s stage (raw: ingest), as a snapshot with the final snapshot's
-    eval split, under <output.runs>/ablation-variants/. Content-addressed: a stage that changed no row gives the
-    snapshot of the stage before it, and the last stage's is the run's own snapshot (the same id, the same adapter)."""
-    root = resolve_path(config.output.runs) / "ablation-variants"
-    upto = [s.path for s in stages[: ABLATION_VARIANTS.index(variant) + 1]]
-    eval_rows = pl.read_parquet(Path(snapshot_dir) / "eval.parquet", glob=False)
-    folder = write_stage_snapshot(config, upto, root, model_dir, eval_rows=eval_rows)
-    rows = read_manifest(folder)["rows"]
-    return StageOutput("ablation-variant", str(folder), "computed", note=f"{variant}: {folder.name}, train {rows['train']} rows")
-
-
-@task(name="ablation-report", cache_policy=NO_CACHE)
-@stage_logged
-def ablation_report(config: Config, runs: list[dict]) -> StageOutput:
-    """Every run's evaluation read into one report (trainers/ablate.py): ablation.md, .json, .png, and an artifact."""
-    key = content_key({"runs": [{k: str(v) for k, v in r.items()} for r in runs], "code": code_key(report_ablation)}, 12)
-    out = resolve_path(config.output.runs) / config.name / "ablations" / key
-    with atomic_folder(out, prefix=".tmp-ablation-") as tmp:
-        report_ablation(runs, tmp)
-        repoint(tmp, out, ("ablation.json", "ablation.md"))
-    publish_markdown(config, "ablation", (out / "ablation.md").read_text(), "What each curation stage buys in model quality")
-    return StageOutput("ablation-report", str(out), "computed", note=f"{len(runs)} runs: {out / 'ablation.md'}")

@@ -45,6 +45,7 @@ import math
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from typing import Protocol, Sequence
 
 import polars as pl
 
@@ -74,6 +75,9 @@ PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
     "intended_label": pl.String(),
     "check_label": pl.String(),       # what the label check said (null: check off / not reached)
     "check_template_hash": pl.String(),
+    "checker": pl.String(),           # who labelled it: "template:<name>" (the base model) or the checker's name
+    "check_confidence": pl.Float64(), # the checker's probability of its label (null: a template check)
+    "iteration": pl.Int64(),          # the iterate round that asked for it (null: the curation run's synthesis)
     "raw": pl.String(),               # the model's raw text
 }
 SYNTH_SCHEMA = {**ROW_SCHEMA, **PROVENANCE_SCHEMA}
@@ -81,6 +85,18 @@ REJECT_SCHEMA = {**SYNTH_SCHEMA, "stage": pl.String(), "reason": pl.String(), "d
 
 # Reasons of the label check and the budget (stable: they become metrics); generation's are in synthesis/generate.py
 LABEL_DISAGREEMENT, LABEL_CHECK_UNPARSEABLE, SURPLUS = "label_disagreement", "label_check_unparseable", "surplus"
+LOW_CHECK_CONFIDENCE = "low_check_confidence"
+
+
+class Checker(Protocol):
+    """A label check other than the template's: labels texts blind (no intended class shown).
+
+    `name` goes to each row's `checker` column; `label` returns (label or None, probability of it) per text.
+    The iterate loop's is the tuned adapter itself (trainers/checker.py)."""
+
+    name: str
+
+    def label(self, texts: Sequence[str]) -> list[tuple[str | None, float | None]]: ...
 
 
 def synthetic_row_id(template_hash: str, seed: int, sample: int, intended_label: str, text: str) -> str:
@@ -149,6 +165,9 @@ def synthesize(
     generator: Generator | None = None,
     synthesis: SynthesisConfig | None = None,
     root: Path | None = None,
+    checker: Checker | None = None,
+    min_check_confidence: float = 0.0,
+    iteration: int | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Make the plan's missing rows. Returns (synthetic rows, rejects, totals).
 
@@ -161,13 +180,17 @@ def synthesize(
     Templates are linted and checked against the frames before the model starts (a bad
     template raises TemplateProblemError and nothing runs). `llm` is a `vllm.LLM` (made
     from the config when neither it nor `generator` is given); `generator` is any object
-    with `generate(requests) -> [[Generation]]` (tests use stand-ins).
+    with `generate(requests) -> [[Generation]]` (tests use stand-ins). A `checker` replaces the
+    label-check template (rows it labels otherwise, or less surely than `min_check_confidence`,
+    are rejected); `iteration` is recorded on every row (the iterate round).
     """
     started = time.perf_counter()
     syn = synthesis_settings(config, synthesis)
     _check_inputs(plan, train, eval)
     labels = config.label_set(root) or sorted(set(train["label"].to_list()))
     gen_tpl, chk_tpl = resolve_templates(config, syn)
+    if checker is not None:
+        chk_tpl = None  # the checker labels instead
     check_template(gen_tpl, config=config, columns=train.columns, job="generate")
     if chk_tpl is not None:
         check_template(chk_tpl, config=config, columns=train.columns, job="label_check")
@@ -197,6 +220,7 @@ def synthesize(
         model = model_name(config)
         sampling_json = json.dumps(gen_tpl.header.sampling.model_dump(), sort_keys=True)
         check = LabelCheck(chk_tpl, train, config=config, labels=labels, seed=syn.seed) if chk_tpl is not None else None
+        checker_name = checker.name if checker is not None else f"template:{chk_tpl.name}" if chk_tpl is not None else None
         real = train.select(ROW_COLUMNS).with_columns(split=pl.lit("train"))
         ev = eval.select(ROW_COLUMNS).with_columns(split=pl.lit("eval")) if set(ROW_COLUMNS) <= set(eval.columns) else None
         strict = _strict_dedupe_config(config)
@@ -242,7 +266,8 @@ def synthesize(
                         "template": gen_tpl.name, "template_hash": gen_tpl.hash, "model": model, "seed": p.seed,
                         "sample": sample, "sampling": sampling_json, "few_shot_ids": p.few_shot_ids, "attempt": attempt,
                         "intended_label": p.label, "check_label": None,
-                        "check_template_hash": chk_tpl.hash if chk_tpl else None, "raw": g.text,
+                        "check_template_hash": chk_tpl.hash if chk_tpl else None, "checker": checker_name,
+                        "check_confidence": None, "iteration": iteration, "raw": g.text,
                     }
                     if reason is not None:
                         rejects.append(_reject(row, "generate", reason, detail))
@@ -293,6 +318,26 @@ def synthesize(
                         agree[r["label"]] += 1
                         nxt.append(r)
                 survivors = nxt
+            elif checker is not None and survivors:
+                t0 = time.perf_counter()
+                verdicts = checker.label([r["input"] for r in survivors])
+                check_seconds += time.perf_counter() - t0
+                nxt = []
+                for r, (said, conf) in zip(survivors, verdicts, strict=True):
+                    r["check_label"], r["check_confidence"] = said, conf
+                    checked[r["label"]] += 1
+                    if said is None:
+                        rejects.append(_reject(r, "label_check", LABEL_CHECK_UNPARSEABLE, f"{checker.name} gave no label"))
+                    elif said != r["label"]:
+                        rejects.append(_reject(r, "label_check", LABEL_DISAGREEMENT, f"{checker.name} says {said!r}"))
+                    else:
+                        agree[r["label"]] += 1
+                        if conf is not None and conf < min_check_confidence:
+                            rejects.append(_reject(r, "label_check", LOW_CHECK_CONFIDENCE,
+                                                   f"{checker.name}: p={conf:.3f} < {min_check_confidence}"))
+                        else:
+                            nxt.append(r)
+                survivors = nxt
 
             # budget
             for r in survivors:
@@ -314,6 +359,8 @@ def synthesize(
     totals |= {
         "template": {"name": gen_tpl.name, "hash": gen_tpl.hash, "version": gen_tpl.header.version},
         "label_check_template": {"name": chk_tpl.name, "hash": chk_tpl.hash} if chk_tpl else None,
+        "checker": checker_name,
+        "iteration": iteration,
         "model": model,
         "seed": syn.seed,
         "engines": engine_count(llm),  # runner.engines on Ray (core/engine_pool.py)
@@ -381,11 +428,13 @@ def synthesis_requested(plan: pl.DataFrame, config: Config) -> bool:
 
 
 def synthesize_stage(rows: pl.DataFrame, plan: pl.DataFrame, config: Config, *, llm=None, generator: Generator | None = None,
+                     checker: Checker | None = None, min_check_confidence: float = 0.0, iteration: int | None = None,
                      ) -> tuple[pl.DataFrame, pl.DataFrame, StageCounts, dict]:
     """The synthesis stage: the balance stage's rows plus the plan's synthetic rows. Returns (kept, dropped, counts, totals).
 
     Rows in = the real rows + every generation; kept = real rows + synthetic rows that passed;
     each other generation is a filtered row with its stage (`synthesize.<pass>`) and reason.
+    The iterate loop runs it on a round's snapshot with the tuned adapter as `checker`.
     With synthesis off or nothing to make, no model starts and the rows pass unchanged.
     """
     wanted = int(plan["synth"].sum())
@@ -395,7 +444,8 @@ def synthesize_stage(rows: pl.DataFrame, plan: pl.DataFrame, config: Config, *, 
         totals = {"enabled": config.synthesis.enabled, "requested": wanted, "generated": 0, "kept": 0, "rejected": 0}
     else:
         synthetic, raw_rejects, totals = synthesize(plan, rows.filter(pl.col("split") == "train"),
-                                                     rows.filter(pl.col("split") == "eval"), config, llm=llm, generator=generator)
+                                                     rows.filter(pl.col("split") == "eval"), config, llm=llm, generator=generator,
+                                                     checker=checker, min_check_confidence=min_check_confidence, iteration=iteration)
         rejects = raw_rejects.with_columns(
             stage=pl.concat_str([pl.lit("synthesize."), pl.col("stage")]),
             cluster=pl.lit(None, dtype=pl.String),

@@ -26,6 +26,7 @@ HEAVY_FILES = {
     "tests/flows/test_work_pool.py": 5.5,
     "tests/trainers/test_qlora.py": 7,
     "tests/flows/test_ablate.py": 5,
+    "tests/flows/test_iterate.py": 5,
     "tests/synthesis/test_synthesis.py": 4,
     "tests/core/test_engine_pool.py": 3,
     "tests/trainers/test_ray_train.py": 2.2,

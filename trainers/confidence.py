@@ -33,7 +33,10 @@ from trainers.format import PromptFormat
 
 # (prompt ids, candidate next-token ids) -> {candidate id: log-probability}, for a batch
 NextLogprobs = Callable[[list[tuple[list[int], list[int]]]], list[dict[int, float]]]
-MIN_PROB = 1e-4  # a prefix less likely than this times the row's best of its depth is not expanded
+# A prefix less likely than this times the row's best of its depth is not expanded. Banking77, 50 eval rows of a
+# tuned adapter, vLLM on 2 CPU cores: 1e-2 walks 1,000 nodes in 22 s (at most 0.034 of a row's mass pruned),
+# 1e-3 2,200 in 41 s (0.007), 1e-4 3,900 in 84 s; the same top label for 47 of 50 rows at each.
+MIN_PROB = 1e-2
 BINS = 10
 
 
