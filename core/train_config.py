@@ -258,7 +258,8 @@ class TrainStageConfig(TrainConfig):
     eval_baseline_guided: bool = Field(False, description="classification: the base model with guided choice too")
     eval_label_probs: bool = Field(
         False, description="classification: also the tuned model's probability of every label for every eval row (a "
-        "walk of the labels' token trie, exact where a label's prefix holds at least 1e-4), its calibration "
+        "walk of the labels' token trie, exact for labels whose prefixes hold at least 1 % of the likeliest one's "
+        "probability), its calibration "
         "beside the answers', and its top labels in predictions.jsonl (trainers/confidence.py)")
     eval_merged: bool = Field(
         False, description="serve the adapter merged into the base weights, not as a LoRA request: the same "

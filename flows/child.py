@@ -52,10 +52,10 @@ def iterate_job(config: Config, inputs: dict) -> None:
     """An iterate round's data: the last round's snapshot rows plus synthetic rows for the classes its evaluation
     scored worst, each labelled blind by its adapter (trainers/checker.py) and kept when that agrees."""
     it, out, snapshot, iteration = config.iterate, Path(inputs["out"]), Path(inputs["snapshot"]), int(inputs["iteration"])
-    labels = config.label_set()
-    plan = plan_round(inputs["evaluation"], labels, budget=it.budget, classes=it.classes)
     rows = pl.concat([pl.read_parquet(snapshot / f"{split}.parquet", glob=False) for split in ("train", "eval")],
                      how="diagonal_relaxed")
+    labels = config.label_set() or sorted(set(rows["label"].drop_nulls().to_list()))  # no fixed set: the classes seen
+    plan = plan_round(inputs["evaluation"], labels, budget=it.budget, classes=it.classes)
     checker = TunedChecker(inputs["adapter"], config.model.engine, labels, work_dir=out / "checker", seed=config.seed,
                            memory_utilization=it.checker_memory_utilization)
     kept, dropped, counts, totals = synthesize_stage(rows, plan, config.iteration_run(iteration), checker=checker,

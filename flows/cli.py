@@ -161,11 +161,7 @@ def ablate(
     sets = [f"ablate.variants=[{','.join(names)}]", "ablate.enabled=true", "train.enabled=false"]
     if seeds is not None:
         sets.append(f"ablate.seeds=[{','.join(map(str, _listed(seeds, 'seeds', int)))}]")
-    started = time.perf_counter()
-    result = _run_flow(config, [*overrides, *sets])
-    print_stages(result["stages"])
-    print_ablation(result["ablation"])
-    console.print(f"[bold]done[/] in {duration(time.perf_counter() - started)}", highlight=False)
+    _run_loop(config, [*overrides, *sets], print_ablation, "ablation")
 
 
 @app.command()
@@ -181,10 +177,15 @@ def iterate(
     sets = ["iterate.enabled=true", "train.enabled=true"]
     sets += [f"iterate.rounds={rounds}"] if rounds is not None else []
     sets += [f"iterate.budget={budget}"] if budget is not None else []
+    _run_loop(config, [*overrides, *sets], print_iteration, "iteration")
+
+
+def _run_loop(config: Path, overrides: list[str], report, key: str) -> None:
+    """Run the flow with a loop on (ablate, iterate); print its stages, then its report's tables."""
     started = time.perf_counter()
-    result = _run_flow(config, [*overrides, *sets])
+    result = _run_flow(config, overrides)
     print_stages(result["stages"])
-    print_iteration(result["iteration"])
+    report(result[key])
     console.print(f"[bold]done[/] in {duration(time.perf_counter() - started)}", highlight=False)
 
 

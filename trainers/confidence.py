@@ -131,13 +131,18 @@ def label_distribution(prompts: Sequence[list[int]], trie: LabelTrie, next_logpr
     return out
 
 
-def vllm_next_logprobs(llm, *, chunk: int = 512) -> NextLogprobs:
+def vllm_next_logprobs(llm, *, adapter_dir: str | Path | None = None, chunk: int = 512) -> NextLogprobs:
     """The engine's log-probabilities of the listed next tokens (one generated token; prefix caching shares prompts).
 
-    vLLM scores at most 128 listed ids a request: a longer list goes as several requests of one prompt."""
+    `adapter_dir`: the adapter as a LoRA request (as trainers.predict.generate_vllm serves it); None for an
+    engine whose weights are the model (merged). vLLM scores at most 128 listed ids a request: a longer list
+    goes as several requests of one prompt."""
     from vllm import SamplingParams
     from vllm.inputs import TokensPrompt
+    from vllm.lora.request import LoRARequest
     from vllm.sampling_params import MAX_LOGPROB_TOKEN_IDS
+
+    lora = LoRARequest("adapter", 1, str(Path(adapter_dir).resolve())) if adapter_dir is not None else None
 
     def ask(batch: list[tuple[list[int], list[int]]]) -> list[dict[int, float]]:
         parts = [(i, ids, cands[k:k + MAX_LOGPROB_TOKEN_IDS]) for i, (ids, cands) in enumerate(batch)
@@ -146,7 +151,8 @@ def vllm_next_logprobs(llm, *, chunk: int = 512) -> NextLogprobs:
         for start in range(0, len(parts), chunk):
             part = parts[start:start + chunk]
             params = [SamplingParams(temperature=0.0, max_tokens=1, logprob_token_ids=list(cands)) for _, _, cands in part]
-            results = llm.generate([TokensPrompt(prompt_token_ids=ids) for _, ids, _ in part], params, use_tqdm=False)
+            results = llm.generate([TokensPrompt(prompt_token_ids=ids) for _, ids, _ in part], params, use_tqdm=False,
+                                   lora_request=lora)
             for (i, _, cands), res in zip(part, results):
                 scored = res.outputs[0].logprobs[0]
                 out[i].update({t: scored[t].logprob for t in cands if t in scored})

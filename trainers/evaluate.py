@@ -304,7 +304,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                 gens = generate(models[with_adapter], fmt, prompts, max_new_tokens=max_new_tokens, on_done=done)
             if label_probs and name == "tuned" and task.kind == "classification" and task.labels:
                 progress.update(progress.done, step="label distribution")
-                asks = (vllm_next_logprobs(llm) if engine == "vllm"
+                asks = (vllm_next_logprobs(llm, adapter_dir=None if merged else adapter_dir) if engine == "vllm"
                         else transformers_next_logprobs(models[True], fmt.pad_id()))
                 distributions = label_distribution(prompts, LabelTrie.build(fmt, task.labels), asks)
             preds = [g.answer for g in gens]
