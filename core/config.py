@@ -437,6 +437,8 @@ class Config(_Section):
         base seed plus 1000 per round), the loop's oversampling; the label check is the tuned checker's."""
         synthesis = self.synthesis.model_copy(update={
             "enabled": True, "seed": self.synthesis.seed + 1000 * iteration, "oversample": self.iterate.oversample,
+            # later attempts ask for at most twice as many: the tuned checker keeps far more than the base model's
+            "max_oversample": max(self.iterate.oversample, min(self.synthesis.max_oversample, 2 * self.iterate.oversample)),
             "label_check": False})  # no template check: synthesize gets the tuned checker
         return self.model_copy(update={"synthesis": synthesis})
 

@@ -109,7 +109,7 @@ class IterateConfig(_Section):
         "banking77); later attempts divide by the class's observed yield, as synthesis.oversample")
     min_confidence: float = Field(
         0.5, ge=0.0, le=1.0, description="a candidate is kept when the tuned adapter labels it as its intended class "
-        "with at least this probability (its label distribution)")
+        "with at least this probability (its guided-choice answer's, trainers/checker.py)")
     min_gain: float = Field(0.0, description="stop when a round's macro-F1 gain over the best earlier round is below this")
     checker_memory_utilization: float = Field(
         0.1, gt=0, le=1, description="share of memory for the tuned checker's engine KV cache; it runs beside the "
