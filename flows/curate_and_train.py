@@ -18,7 +18,6 @@ it was a hit; the run record (data/runs/<name>/<stamp>/run.json) lists them.
 """
 
 import datetime as dt
-import json
 import uuid
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from core.snapshot import read_manifest
 from flows import experiment_tasks, tasks
 from flows.cache import StageOutput
 from flows.logs import run_log
-from trainers.iterate import stop_reason
+from trainers.iterate import read_report, stop_reason
 
 
 class ReviewDecision(RunInput):
@@ -160,7 +159,7 @@ def iterate(cfg: Config, snapshot_dir: str, model_dir: str, adapter: StageOutput
 
 
 def macro_f1(evaluation: StageOutput) -> float:
-    return json.loads((evaluation.path / "report.json").read_text())["systems"]["tuned"]["macro_f1"]
+    return read_report(evaluation.folder)["systems"]["tuned"]["macro_f1"]
 
 
 @flow(name="curate-and-train", log_prints=True)

@@ -21,15 +21,20 @@ import polars as pl
 
 from core.io import write_json
 from core.markdown import md_text
+from core.snapshot import read_manifest
+from trainers.ablate import synthetic_rows
 
 SYSTEM = "tuned"
 SURE = 0.9  # a class with recall 1.0 and this mean confidence in its right label gets no budget
 
 
-def class_scores(evaluation: str | Path, labels: Sequence[str]) -> dict[str, dict]:
+def read_report(evaluation: str | Path) -> dict:
+    return json.loads((Path(evaluation) / "report.json").read_text())
+
+
+def class_scores(report: dict, labels: Sequence[str]) -> dict[str, dict]:
     """Per label: the tuned model's recall on its eval rows and its mean confidence in the right label (None where
     the evaluation has no row of the class or recorded no confidence)."""
-    report = json.loads((Path(evaluation) / "report.json").read_text())
     recall = report["systems"][SYSTEM].get("per_class_recall", {})
     conf = report.get("per_class_confidence") or {}
     return {label: {"recall": recall.get(label), "confidence": conf.get(label)} for label in labels}
@@ -37,7 +42,7 @@ def class_scores(evaluation: str | Path, labels: Sequence[str]) -> dict[str, dic
 
 def plan_round(evaluation: str | Path, labels: Sequence[str], *, budget: int, classes: int) -> pl.DataFrame:
     """The next round's synthesis plan (label, synth, recall, confidence; every label, 0 for the others)."""
-    scores = class_scores(evaluation, labels)
+    scores = class_scores(read_report(evaluation), labels)
     candidates = [c for c, s in scores.items() if s["recall"] is not None
                   and not (s["recall"] >= 1.0 and (s["confidence"] is None or s["confidence"] >= SURE))]
     ranked = sorted(candidates, key=lambda c: (scores[c]["recall"], scores[c]["confidence"] or 0.0, c))[:classes]
@@ -50,8 +55,7 @@ def plan_round(evaluation: str | Path, labels: Sequence[str], *, budget: int, cl
     )
 
 
-def headline(evaluation: str | Path) -> dict:
-    report = json.loads((Path(evaluation) / "report.json").read_text())
+def headline(report: dict) -> dict:
     tuned = report["systems"][SYSTEM]
     cal = (report.get("calibration") or {}).get("tuned, label distribution") or (report.get("calibration") or {}).get(SYSTEM)
     return {"accuracy": tuned["accuracy"], "macro_f1": tuned["macro_f1"], "ece": cal["ece"] if cal else None,
@@ -77,15 +81,13 @@ def iteration_report(rounds: Sequence[dict], out_dir: str | Path, *, stopped: st
         raise ValueError("no rounds to report")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    labels = json.loads((Path(rounds[0]["evaluation"]) / "report.json").read_text())["confusion"]["labels"]
+    labels = read_report(rounds[0]["evaluation"])["confusion"]["labels"]
     table, targeted = [], {}
     for r in rounds:
-        manifest = json.loads((Path(r["snapshot"]) / "manifest.json").read_text())
-        train = pl.read_parquet(Path(r["snapshot"]) / "train.parquet", glob=False)
-        synthetic = int(train["synthetic"].sum()) if "synthetic" in train.columns else 0
+        manifest, report = read_manifest(r["snapshot"]), read_report(r["evaluation"])
         row = {"iteration": r["iteration"], "snapshot": str(r["snapshot"]), "snapshot_id": manifest["snapshot_id"],
-               "train_rows": train.height,
-               "synthetic_rows": synthetic, **headline(r["evaluation"]), "asked": {}, "kept": {},
+               "train_rows": manifest["rows"]["train"],
+               "synthetic_rows": synthetic_rows(r["snapshot"]), **headline(report), "asked": {}, "kept": {},
                "adapter": r["adapter"], "evaluation": r["evaluation"]}
         if r.get("plan"):
             plan = pl.read_parquet(r["plan"], glob=False).filter(pl.col("synth") > 0)
@@ -94,7 +96,7 @@ def iteration_report(rounds: Sequence[dict], out_dir: str | Path, *, stopped: st
             row["kept"] = {c: per_class.get(c, {}).get("kept", 0) for c in row["asked"]}
             for c in row["asked"]:
                 targeted.setdefault(c, r["iteration"])
-        row["per_class"] = class_scores(r["evaluation"], labels)
+        row["per_class"] = class_scores(report, labels)
         table.append(row)
     best = max(table, key=lambda t: t["macro_f1"])
     report = {
