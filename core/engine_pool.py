@@ -63,6 +63,13 @@ class Completion:
     text: str
     finish_reason: str | None
     token_ids: list[int]
+    logprobs: list[dict[int, Any] | None] | None = None  # per generated token, {token id: vLLM Logprob}, where asked for
+
+    @classmethod
+    def of(cls, c) -> Completion:
+        """A vLLM CompletionOutput's fields, as plain picklable values (its log-probabilities as one dict per token)."""
+        logprobs = None if c.logprobs is None else [None if step is None else dict(step) for step in c.logprobs]
+        return cls(c.text, c.finish_reason, list(c.token_ids), logprobs)
 
 
 @dataclass(frozen=True)
@@ -130,7 +137,7 @@ class _Engine:
     def generate(self, prompts: list, params: Any, lora_request: Any = None) -> list[RequestResult]:
         outputs = self.llm.generate(prompts, params, use_tqdm=False, lora_request=lora_request)
         release_free_memory(self.llm)  # the worker's freed heap pages back to the system, as in-process
-        return [RequestResult([Completion(c.text, c.finish_reason, list(c.token_ids)) for c in o.outputs]) for o in outputs]
+        return [RequestResult([Completion.of(c) for c in o.outputs]) for o in outputs]
 
 
 def connect_ray(address: str | None = None, num_cpus: int | None = None) -> None:
