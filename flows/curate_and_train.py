@@ -35,7 +35,8 @@ from core.snapshot import read_manifest
 from flows import experiment_tasks, tasks
 from flows.cache import StageOutput
 from flows.logs import run_log
-from trainers.iterate import read_report, stop_reason
+from trainers.ablate import read_report
+from trainers.iterate import stop_reason
 
 
 class ReviewDecision(RunInput):

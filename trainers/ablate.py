@@ -33,6 +33,7 @@ from typing import Sequence
 import polars as pl
 
 from core.markdown import md_text
+from core.snapshot import read_manifest
 from trainers.model_card import META_FILE
 
 METRICS = {
@@ -47,6 +48,11 @@ def smallest_quarter(counts: dict[str, int]) -> list[str]:
     """The quarter of classes (rounded up) with the fewest rows, fewest first; ties by name."""
     ranked = sorted(counts, key=lambda c: (counts[c], c))
     return ranked[: math.ceil(len(ranked) / 4)]
+
+
+def read_report(evaluation: str | Path) -> dict:
+    """An evaluation folder's report.json (trainers/evaluate.py)."""
+    return json.loads((Path(evaluation) / "report.json").read_text())
 
 
 def read_predictions(evaluation: str | Path) -> list[dict]:
@@ -68,9 +74,10 @@ def group_score(predictions: Sequence[dict], classes: Sequence[str], system: str
     return sum(scores) / len(scores) if scores else None
 
 
-def run_metrics(evaluation: str | Path, small: Sequence[str]) -> dict:
-    """The tuned model's headline metrics in one evaluation folder, plus its smallest quarter's score."""
-    report = json.loads((Path(evaluation) / "report.json").read_text())
+def run_metrics(evaluation: str | Path, small: Sequence[str], report: dict | None = None) -> dict:
+    """The tuned model's headline metrics in one evaluation folder (its `report`, read here if not given), plus its
+    smallest quarter's score."""
+    report = read_report(evaluation) if report is None else report
     kind = report["task_kind"]
     tuned = report["systems"][SYSTEM]
     group = group_score(read_predictions(evaluation), small)
@@ -112,11 +119,12 @@ def ablation_report(runs: Sequence[dict], out_dir: str | Path) -> dict:
     """
     if not runs:
         raise ValueError("no ablation runs to report")
-    manifests = {r["snapshot"]: json.loads((Path(r["snapshot"]) / "manifest.json").read_text()) for r in runs}
+    manifests = {r["snapshot"]: read_manifest(r["snapshot"]) for r in runs}
+    reports = {r["evaluation"]: read_report(r["evaluation"]) for r in runs}
     first = manifests[runs[0]["snapshot"]]
     counts = first["class_distribution"]["ingested"] or first["class_distribution"]["train"]
     small = smallest_quarter(counts)
-    kind = json.loads((Path(runs[0]["evaluation"]) / "report.json").read_text())["task_kind"]
+    kind = reports[runs[0]["evaluation"]]["task_kind"]
     metrics = METRICS[kind]
 
     by_variant: dict[str, list[dict]] = {}
@@ -125,7 +133,7 @@ def ablation_report(runs: Sequence[dict], out_dir: str | Path) -> dict:
         by_variant.setdefault(r["variant"], []).append({
             "seed": r["seed"], "adapter": str(r["adapter"]), "evaluation": str(r["evaluation"]),
             "steps": meta["global_step"], "fit_seconds": meta.get("fit_seconds"),
-            "metrics": run_metrics(r["evaluation"], small), "format_violations": format_violations(r["adapter"]),
+            "metrics": run_metrics(r["evaluation"], small, reports[r["evaluation"]]), "format_violations": format_violations(r["adapter"]),
         })
     variants, seen = [], {}
     for name, seeds in by_variant.items():
@@ -155,7 +163,7 @@ def ablation_report(runs: Sequence[dict], out_dir: str | Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "dataset": first.get("name"), "task_kind": kind, "system": SYSTEM, "metrics": list(metrics),
-        "eval_rows": json.loads((Path(runs[0]["evaluation"]) / "report.json").read_text())["eval_rows"],
+        "eval_rows": reports[runs[0]["evaluation"]]["eval_rows"],
         "seeds": sorted({r["seed"] for r in runs}), "smallest_quarter": small,
         "variants": variants, "deltas": deltas,
         "files": {"json": str(out / "ablation.json"), "markdown": str(out / "ablation.md"), "png": str(out / "ablation.png")},

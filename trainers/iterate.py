@@ -13,7 +13,6 @@ for the remainder.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -22,14 +21,10 @@ import polars as pl
 from core.io import write_json
 from core.markdown import md_text
 from core.snapshot import read_manifest
-from trainers.ablate import synthetic_rows
+from trainers.ablate import read_report, synthetic_rows
 
 SYSTEM = "tuned"
 SURE = 0.9  # a class with recall 1.0 and this mean confidence in its right label gets no budget
-
-
-def read_report(evaluation: str | Path) -> dict:
-    return json.loads((Path(evaluation) / "report.json").read_text())
 
 
 def class_scores(report: dict, labels: Sequence[str]) -> dict[str, dict]:
