@@ -442,6 +442,12 @@ class Config(_Section):
             "label_check": False})  # no template check: synthesize gets the tuned checker
         return self.model_copy(update={"synthesis": synthesis})
 
+    def iteration_eval(self) -> "Config":
+        """This config as an iterate round after the first evaluates with it: the tuned model alone. The base
+        model's rows (zero-shot, guided, few-shot) are round 1's: the same model on the same eval rows."""
+        train = self.train.model_copy(update={"eval_baseline": False, "eval_baseline_guided": False, "eval_shots": 0})
+        return self.model_copy(update={"train": train})
+
     def digest(self) -> str:
         """Hash of the resolved configuration (defaults included) that decides the data.
 

@@ -128,8 +128,9 @@ def print_ablation(folder: str | Path) -> None:
     report = json.loads((Path(folder) / "ablation.json").read_text())
     metrics = report["metrics"]
     seeds = ", ".join(map(str, report["seeds"]))
-    table = Table(title=f"ablation: the recipe on the rows after each stage, seeds {seeds}, {report['eval_rows']} eval "
-                        "rows (mean, min-max over the seeds)", title_justify="left")
+    over = f"seeds {seeds}, {report['eval_rows']} eval rows (mean, min-max over the seeds)" if len(report["seeds"]) > 1 \
+        else f"seed {seeds}, {report['eval_rows']} eval rows"
+    table = Table(title=f"ablation: the recipe on the rows after each stage, {over}", title_justify="left")
     for col in ("variant", "train rows", *metrics):
         table.add_column(col.replace("_", " "), justify="left" if col == "variant" else "right")
     for v in report["variants"]:

@@ -147,7 +147,7 @@ def iterate(cfg: Config, snapshot_dir: str, model_dir: str, adapter: StageOutput
     for iteration in range(2, cfg.iterate.rounds + 1):
         outputs.append(data := experiment_tasks.iteration_data(cfg, iteration, rounds[-1], model_dir))
         outputs.append(adapter := tasks.train(cfg, data.folder, model_dir))
-        outputs.append(evaluation := tasks.evaluate(cfg, adapter, data.folder))
+        outputs.append(evaluation := tasks.evaluate(cfg.iteration_eval(), adapter, data.folder))
         manifest = read_manifest(data.folder)
         rounds.append({"iteration": iteration, "snapshot": data.folder, "adapter": adapter.folder,
                        "evaluation": evaluation.folder, "plan": str(Path(manifest["iteration"]["stage"]) / "plan.parquet"),

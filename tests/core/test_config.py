@@ -213,3 +213,14 @@ def test_an_override_is_read_with_the_bounded_yaml_loader():
     bomb = "{" + ", ".join(levels) + "}"  # 10^8 strings once expanded
     assert _parse_value(bomb) == bomb  # refused as YAML: it stays the text it was
     assert _parse_value("[1, 2]") == [1, 2] and _parse_value("{k: v}") == {"k": "v"}
+
+
+def test_an_iterate_round_after_the_first_evaluates_the_tuned_model_alone():
+    """The base model's rows are round 1's: later rounds leave them out, and nothing else of the recipe changes."""
+    cfg = load_config("configs/banking77.yaml", ["train.eval_baseline_guided=true", "train.eval_shots=5"])
+    later = cfg.iteration_eval()
+    assert (later.train.eval_baseline, later.train.eval_baseline_guided, later.train.eval_shots) == (False, False, 0)
+    assert (cfg.train.eval_baseline, cfg.train.eval_baseline_guided, cfg.train.eval_shots) == (True, True, 5)
+    assert later.train.model_dump(exclude={"eval_baseline", "eval_baseline_guided", "eval_shots"}) == \
+        cfg.train.model_dump(exclude={"eval_baseline", "eval_baseline_guided", "eval_shots"})
+    assert later.model_dump(exclude={"train"}) == cfg.model_dump(exclude={"train"})

@@ -27,7 +27,7 @@ def test_iterate_gives_the_weakest_classes_rows_the_tuned_adapter_agrees_with(tm
         source.replace("name: clinc150_new_query", "name: assistant4_new_query").replace("task: clinc150", "task: assistant4"))
     config = write_dataset(tmp_path, synthesis={"templates_dir": str(templates), "max_attempts": 2},
                            iterate={"classes": 2, "min_confidence": 0.3})
-    sets = sum((["--set", s] for s in [*STEPS, f"train.output_dir={tmp_path / 'adapters'}"]), [])
+    sets = sum((["--set", s] for s in [*STEPS, "train.eval_baseline=false", f"train.output_dir={tmp_path / 'adapters'}"]), [])
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"} | {"COLUMNS": "250"}
     done = subprocess.run([sys.executable, "-m", "curate", "iterate", "--config", str(config), "--rounds", "2",
                            "--budget", "6", *sets], env=env, capture_output=True, text=True, timeout=1500)
