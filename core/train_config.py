@@ -146,11 +146,23 @@ class FormatConfig(_Section):
     )
 
 
+# The methods that train their adapter on a quantized base, and the weights that base is once dequantized:
+# what the adapter learned around, and so what evaluation, export and serving put under it.
+QUANTIZED_BASE = {"qlora": "nf4 round trip", "lora8": "int8 round trip"}
+
+
+def base_weights(method: str) -> str:
+    """The base weights an adapter of `method` was trained on: a bitsandbytes round trip, or the base itself."""
+    return QUANTIZED_BASE.get(method, "base")
+
+
 class TrainConfig(_Section):
     """QLoRA / LoRA supervised fine-tuning of a causal LM on a snapshot's train split."""
 
-    method: Literal["qlora", "lora"] = Field(
-        "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in bf16"
+    method: Literal["qlora", "lora", "lora8"] = Field(
+        "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in the "
+        "compute dtype; lora8: base weights LLM.int8 (bitsandbytes 8-bit). Every method trains LoRA adapters, which "
+        "vLLM serves (merged, or as a LoRA request on the base weights they were trained on)"
     )
     lora_r: int = Field(8, gt=0, description="LoRA rank (any up to 512; vLLM serves it with "
                         "the smallest of its ranks 1, 8, 16, 32, 64, 128, 256, 320, 512 at least this)")

@@ -2,7 +2,7 @@
 
     curate sweep banking77 --fractions 0.25,0.5,1.0 --set max_steps=100        # a learning curve
     curate sweep banking77 --param learning_rate=1e-3,2e-3,4e-3                   # any training parameter
-    curate sweep banking77 --param method=qlora,lora --param lora_r=8,16          # a grid: every combination
+    curate sweep banking77 --param method=qlora,lora8 --param lora_r=8,16         # a grid: every combination
 
 A sweep point is the recipe with the point's values, validated as a config file's would be; per point
 the tuned model's metrics, and from the training record the peak memory and the tokens trained per

@@ -39,7 +39,7 @@ from core.config import EngineConfig
 from core.engine import engine_args
 from core.engine_pool import DataParallel, build_engine, engine_count
 from core.progress import Progress
-from core.train_config import FormatConfig, served_lora_rank
+from core.train_config import FormatConfig, base_weights, served_lora_rank
 from trainers.confidence import (
     Distribution,
     LabelTrie,
@@ -258,9 +258,10 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
     merged = merged and engine == "vllm" and adapter_dir is not None  # how vLLM serves an adapter; nothing else
-    # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip): an engine of its
-    # own, where a LoRA adapter's shares the base's engine with the base systems.
-    qlora = adapter_method(adapter_dir) == "qlora"
+    # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip; lora8: int8): an
+    # engine of its own, where a LoRA adapter's shares the base's engine with the base systems.
+    weights = base_weights(adapter_method(adapter_dir))
+    quantized = weights != "base"
     llm, llm_serves, built = None, None, []
 
     def make_llm(model: Path, rank: int, lora: bool):
@@ -283,7 +284,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
             prompts = [fmt.encode(r["input"], shots=shot_rows).prompt_ids for r in rows]
             if engine == "vllm":
                 # merged: the tuned systems run on the merged weights, the base ones on the base (tuned first)
-                serves = "base" if not with_adapter else "merged" if merged else "trained-base" if qlora else "base"
+                serves = "base" if not with_adapter else "merged" if merged else "trained-base" if quantized else "base"
                 if llm_serves != serves:
                     if llm is not None:
                         llm = None  # the tuned engine goes (its client's finalizer stops it) before the base one starts
@@ -294,7 +295,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
                     elif serves == "trained-base":
                         llm = make_llm(lora_base(adapter_dir, out / "trained-base"), adapter_rank(adapter_dir), lora=True)
                     else:
-                        llm = make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not qlora)
+                        llm = make_llm(base, adapter_rank(adapter_dir), lora=adapter_dir is not None and not merged and not quantized)
                     llm_serves = serves
                 gens = generate_vllm(base, fmt, prompts, adapter_dir=adapter_dir if with_adapter and not merged else None,
                                      max_new_tokens=max_new_tokens, llm=llm, choices=choices, on_done=done)
@@ -324,8 +325,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         "engine_args": built,
         # how vLLM served the adapter: a LoRARequest on the base, or its weights merged into the base
         "adapter_served": None if adapter_dir is None else ("merged" if merged else "lora"),
-        # the base weights under the adapter: QLoRA's are the NF4 round trip it was trained on (trainers.predict.load_base)
-        "adapter_base_weights": None if adapter_dir is None else ("nf4 round trip" if qlora else "base"),
+        # the base weights under the adapter: QLoRA's are the NF4 round trip it was trained on (core.train_config.base_weights)
+        "adapter_base_weights": None if adapter_dir is None else weights,
         "task_kind": task.kind,
         "eval_rows": len(rows),
         "shots": shots,

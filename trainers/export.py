@@ -28,6 +28,7 @@ import json
 from pathlib import Path
 
 from core.io import atomic_folder
+from core.train_config import base_weights
 from trainers.format import PromptFormat
 from trainers.model_card import write_model_card
 from trainers.predict import adapter_base, adapter_method, load_model
@@ -83,7 +84,7 @@ def export_model(adapter_dir: str | Path, out_dir: str | Path, *, report: dict |
             "adapter": str(adapter_dir.resolve()),
             "base_model": str(adapter_base(adapter_dir)),
             "method": method,
-            "merged_into": "nf4 round trip" if method == "qlora" else "base",
+            "merged_into": base_weights(method),
             "dtype": str(model.dtype).removeprefix("torch."),
             "stop_token": fmt.spec.stop_token,
             "evaluation": report.get("files", {}).get("predictions") if report else None,

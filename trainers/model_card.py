@@ -23,6 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from core.io import write_text
 from core.markdown import md_code, md_text
 from core.model import DEFAULT_MODEL_HUB_ID, model_identity
+from core.train_config import base_weights
 from trainers.format import PromptFormat
 from trainers.summary import system_rows
 
@@ -91,7 +92,8 @@ def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported:
     ]
     if exported:
         lines.append("- weights: the adapter folded into the base"
-                     + (" it was trained on, its NF4 round trip (QLoRA)" if meta["method"] == "qlora" else "") + ", safetensors")
+                     + (f" it was trained on, its {base_weights(meta['method'])} ({meta['method']})"
+                        if base_weights(meta["method"]) != "base" else "") + ", safetensors")
     lines += ["", "## Training recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {md_text(k)} | {md_text(json.dumps(v) if isinstance(v, (list, dict)) else v)} |" for k, v in recipe.items()]
     if report is not None:

@@ -29,7 +29,7 @@ from core.config import EngineConfig
 from core.devices import torch_dtype
 from core.engine import build_llm
 from core.io import atomic_folder
-from core.train_config import served_lora_rank
+from core.train_config import QUANTIZED_BASE, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo
 from trainers.qlora import pick_device, quantization_config
 
@@ -62,20 +62,20 @@ def load_format(adapter_dir: str | Path | None, base_model: str | Path | None = 
 
 
 def adapter_method(adapter_dir: str | Path | None) -> str:
-    """How an adapter was trained: "qlora" or "lora" (train_meta.json; "lora" when not recorded)."""
+    """How an adapter was trained: "qlora", "lora8" or "lora" (train_meta.json; "lora" when not recorded)."""
     meta = Path(adapter_dir) / "train_meta.json" if adapter_dir is not None else None
     if meta is None or not meta.is_file():
         return "lora"
     return json.loads(meta.read_text()).get("method", "lora")
 
 
-def load_base(base: str | Path, device: str = "auto", *, quantized: bool = False, dtype: str = "auto"):
+def load_base(base: str | Path, device: str = "auto", *, method: str = "lora", dtype: str = "auto"):
     """The base model in the dtype the evaluation's engine computes in on this hardware (core/devices.py),
     or in `dtype`.
 
-    `quantized`: the weights a QLoRA adapter was trained on. QLoRA trains its adapter on the base's
-    NF4 round trip, not on the base, and the adapter learns around the quantization error; served
-    on the full-precision base, every layer is off by that error (banking77's full split, 600 test
+    `method`: the weights an adapter of that method was trained on. QLoRA trains its adapter on the
+    base's NF4 round trip (lora8 on its int8 one), not on the base, and the adapter learns around the
+    quantization error; served on the full-precision base, every layer is off by that error (banking77's full split, 600 test
     rows: 0.808 accuracy on the base, 0.838 on the round trip; docs/training.md). Loaded as training
     loads it (trainers.qlora.quantization_config) and dequantized, it is the base the adapter knows,
     in plain weights that any engine serves.
@@ -84,7 +84,8 @@ def load_base(base: str | Path, device: str = "auto", *, quantized: bool = False
 
     device = pick_device(device)
     dtype = torch_dtype(dtype, device=device)
-    kwargs = {"quantization_config": quantization_config(dtype)} if quantized else {}
+    quantized = method in QUANTIZED_BASE
+    kwargs = {"quantization_config": quantization_config(dtype, method)} if quantized else {}
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=dtype, device_map={"": device}, **kwargs)
     return model.dequantize() if quantized else model
 
@@ -93,7 +94,7 @@ def load_model(adapter_dir: str | Path | None, base_model: str | Path | None = N
                dtype: str = "auto"):
     """The base (as the adapter was trained on it) with the adapter, for inference."""
     base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
-    model = load_base(base, device, quantized=adapter_method(adapter_dir) == "qlora", dtype=dtype)
+    model = load_base(base, device, method=adapter_method(adapter_dir), dtype=dtype)
     if adapter_dir is not None:
         from peft import PeftModel
 
@@ -122,14 +123,16 @@ def merge_adapter(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "au
 def lora_base(adapter_dir: str | Path, out_dir: str | Path, base_model: str | Path | None = None) -> Path:
     """The model folder a vLLM engine serves the adapter on with a LoRARequest: the base the adapter
     was trained on. For a LoRA adapter that is the base itself; for a QLoRA adapter its NF4 round
-    trip (`load_base`), written to out_dir (under a temporary name, then renamed; reused once there)."""
+    trip, for a lora8 one its int8 round trip (`load_base`), written to out_dir (under a temporary
+    name, then renamed; reused once there)."""
     base = Path(base_model) if base_model is not None else adapter_base(adapter_dir)
-    if adapter_method(adapter_dir) != "qlora":
+    method = adapter_method(adapter_dir)
+    if method not in QUANTIZED_BASE:
         return base
     out = Path(out_dir)
     if (out / "config.json").is_file():
         return out
-    return _save_model_folder(load_base(base, quantized=True), adapter_dir, out)
+    return _save_model_folder(load_base(base, method=method), adapter_dir, out)
 
 
 def _save_model_folder(model, adapter_dir: str | Path, out: Path) -> Path:

@@ -40,7 +40,7 @@ from typing import Any
 from core.devices import malloc_trim, resolve_dtype, set_malloc_mmap_threshold, torch_dtype
 from core.io import atomic_folder
 from core.progress import Progress
-from core.train_config import TrainConfig
+from core.train_config import QUANTIZED_BASE, TrainConfig
 from trainers import sft
 from trainers.format import PromptFormat, TaskInfo, read_rows, task_info
 from trainers.format_check import FormatViolationError, check_format
@@ -113,10 +113,15 @@ def keep_frozen_in_dtype(model, dtype) -> None:
                 param.data = param.data.to(dtype)
 
 
-def quantization_config(dtype):
-    """QLoRA's 4-bit base: how training loads it, and how inference rebuilds the weights it trained on."""
+def quantization_config(dtype, method: str = "qlora"):
+    """A quantized method's base (QLoRA: 4-bit NF4; lora8: LLM.int8, 8 bits with outliers in 16): how training
+    loads it, and how inference rebuilds the weights it trained on."""
     from transformers import BitsAndBytesConfig
 
+    if method == "lora8":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    if method != "qlora":
+        raise ValueError(f"{method!r} trains on the base itself: no quantization")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",  # normal-float 4-bit: the QLoRA paper's data type for normal weights
@@ -126,7 +131,7 @@ def quantization_config(dtype):
 
 
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
-    """The base model (4-bit NF4 for qlora) wrapped with trainable LoRA adapters."""
+    """The base model (4-bit NF4 for qlora, int8 for lora8) wrapped with trainable LoRA adapters."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
@@ -134,10 +139,10 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
         set_malloc_mmap_threshold(cfg.cpu_malloc_mmap_threshold)
     dtype = torch_dtype(cfg.dtype, device=device)  # auto: float32 on a CPU without bf16 instructions
     kwargs: dict = {"dtype": dtype, "device_map": {"": device}}
-    if cfg.method == "qlora":
-        kwargs["quantization_config"] = quantization_config(dtype)
+    if cfg.method in QUANTIZED_BASE:
+        kwargs["quantization_config"] = quantization_config(dtype, cfg.method)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
-    if cfg.method == "qlora":
+    if cfg.method in QUANTIZED_BASE:
         model = prepare_model_for_kbit_training(
             model,
             use_gradient_checkpointing=cfg.gradient_checkpointing,
@@ -146,8 +151,10 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
         # peft casts every weight that is not 4-bit to float32, for the norms' stability. The
         # (tied) embedding is frozen and, at this family's 49,152-token vocabulary, the largest
         # of them: in float32 it held twice what the bf16 LoRA baseline holds for it (docs/training.md).
-        # It goes back to the compute dtype; the norms stay in float32.
-        keep_frozen_in_dtype(model, dtype)
+        # It goes back to the compute dtype; the norms stay in float32. (Not under lora8: LLM.int8 layers
+        # answer in their input's dtype, float32 after those norms, which a bf16 head would refuse.)
+        if cfg.method == "qlora":
+            keep_frozen_in_dtype(model, dtype)
     elif cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
     lora = LoraConfig(

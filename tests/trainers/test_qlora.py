@@ -336,20 +336,21 @@ def test_confidence_is_the_same_number_from_generation_and_from_the_label_trie(t
 
 @pytest.mark.slow
 def test_curate_sweep_over_the_peft_method_reports_metric_memory_and_speed(tiny_run, tmp_path):
-    """`curate sweep --param method=qlora,lora`: two real trainings, each evaluated, with the peak memory and the
-    tokens/s of its training record in one table and chart."""
+    """`curate sweep --param method=qlora,lora,lora8`: three real trainings (4-bit NF4, full-precision and int8
+    bases), each evaluated on the base it was trained on, with the peak memory and the tokens/s of its training
+    record in one table and chart."""
     sets = sum((["--set", s] for s in ("max_steps=2", "batch_size=2", "val_size=4", "eval_steps=2", "max_seq_len=128",
                                         "cpu_threads=1", "early_stopping_patience=0", "learning_rate=1e-3")), [])
-    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora",
+    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora,lora8",
                            *sets, "--engine", "transformers", "--max-examples", "4", "--out", str(tmp_path / "sweep")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert [p["values"] for p in res["points"]] == [{"method": "qlora"}, {"method": "lora"}]
+    assert [p["values"] for p in res["points"]] == [{"method": "qlora"}, {"method": "lora"}, {"method": "lora8"}]
     for p in res["points"]:
         meta = read_meta(p["adapter"])
         assert meta["method"] == p["values"]["method"] and meta["global_step"] == 2
         assert p["peak_memory_mb"] == meta["peak_memory_mb"] > 0
         assert p["tokens_per_s"] == pytest.approx(meta["train_tokens"] / meta["fit_seconds"], rel=0.01)
         assert 0 <= p["metrics"]["accuracy"] <= 1 and p["metrics"]["n"] == 4
-    assert "| method=qlora |" in proc.stdout and (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
+    assert "| method=lora8 |" in proc.stdout and (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
