@@ -74,10 +74,9 @@ def group_score(predictions: Sequence[dict], classes: Sequence[str], system: str
     return sum(scores) / len(scores) if scores else None
 
 
-def run_metrics(evaluation: str | Path, small: Sequence[str], report: dict | None = None) -> dict:
-    """The tuned model's headline metrics in one evaluation folder (its `report`, read here if not given), plus its
-    smallest quarter's score."""
-    report = read_report(evaluation) if report is None else report
+def run_metrics(evaluation: str | Path, report: dict, small: Sequence[str]) -> dict:
+    """The tuned model's headline metrics in one evaluation folder (`report`, its report.json), plus its smallest
+    quarter's score."""
     kind = report["task_kind"]
     tuned = report["systems"][SYSTEM]
     group = group_score(read_predictions(evaluation), small)
@@ -133,7 +132,8 @@ def ablation_report(runs: Sequence[dict], out_dir: str | Path) -> dict:
         by_variant.setdefault(r["variant"], []).append({
             "seed": r["seed"], "adapter": str(r["adapter"]), "evaluation": str(r["evaluation"]),
             "steps": meta["global_step"], "fit_seconds": meta.get("fit_seconds"),
-            "metrics": run_metrics(r["evaluation"], small, reports[r["evaluation"]]), "format_violations": format_violations(r["adapter"]),
+            "metrics": run_metrics(r["evaluation"], reports[r["evaluation"]], small),
+            "format_violations": format_violations(r["adapter"]),
         })
     variants, seen = [], {}
     for name, seeds in by_variant.items():

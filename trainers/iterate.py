@@ -21,9 +21,8 @@ import polars as pl
 from core.io import write_json
 from core.markdown import md_text
 from core.snapshot import read_manifest
-from trainers.ablate import read_report, synthetic_rows
+from trainers.ablate import SYSTEM, read_report, synthetic_rows
 
-SYSTEM = "tuned"
 SURE = 0.9  # a class with recall 1.0 and this mean confidence in its right label gets no budget
 
 

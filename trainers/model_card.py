@@ -91,9 +91,9 @@ def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported:
         f"- file hashes: {md_code(json.dumps(identity.get('files') or identity.get('config'), sort_keys=True))}",
     ]
     if exported:
+        weights = base_weights(meta["method"])
         lines.append("- weights: the adapter folded into the base"
-                     + (f" it was trained on, its {base_weights(meta['method'])} ({meta['method']})"
-                        if base_weights(meta["method"]) != "base" else "") + ", safetensors")
+                     + (f" it was trained on, its {weights} ({meta['method']})" if weights != "base" else "") + ", safetensors")
     lines += ["", "## Training recipe", "", "| setting | value |", "|---|---|"]
     lines += [f"| {md_text(k)} | {md_text(json.dumps(v) if isinstance(v, (list, dict)) else v)} |" for k, v in recipe.items()]
     if report is not None:

@@ -75,8 +75,9 @@ def load_base(base: str | Path, device: str = "auto", *, method: str = "lora", d
 
     `method`: the weights an adapter of that method was trained on. QLoRA trains its adapter on the
     base's NF4 round trip (lora8 on its int8 one), not on the base, and the adapter learns around the
-    quantization error; served on the full-precision base, every layer is off by that error (banking77's full split, 600 test
-    rows: 0.808 accuracy on the base, 0.838 on the round trip; docs/training.md). Loaded as training
+    quantization error; served on the full-precision base, every layer is off by that error
+    (banking77's full split, 600 test rows: 0.808 accuracy on the base, 0.838 on the round trip;
+    docs/training.md). Loaded as training
     loads it (trainers.qlora.quantization_config) and dequantized, it is the base the adapter knows,
     in plain weights that any engine serves.
     """
