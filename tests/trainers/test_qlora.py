@@ -205,7 +205,7 @@ def test_a_qlora_adapter_is_served_on_the_base_it_was_trained_on(tiny_run, tmp_p
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     weights = load_file(str(folder / "model.safetensors"))
     name = "model.layers.0.mlp.down_proj.weight"
-    round_trip = dict(load_base(base, quantized=True).named_parameters())[name]
+    round_trip = dict(load_base(base, method="qlora").named_parameters())[name]
     full = dict(load_base(base).named_parameters())[name]
     assert torch.equal(weights[name], round_trip.detach()) and not torch.equal(weights[name], full.detach())
     # a LoRA adapter's base is the base itself: nothing is written
