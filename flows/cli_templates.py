@@ -29,18 +29,18 @@ from synthesis.synthesize import load_frames
 from synthesis.templates import TemplateProblemError, check_template, lint_template, list_template_files, load_template, read_template
 
 
-def _config_for(task: str | None, config: Path | None):
-    """The given config, else the configs/*.yaml whose name (or kind) is the template's task."""
+def _config_for(tasks: tuple[str, ...], config: Path | None):
+    """The given config, else the configs/*.yaml whose name (or kind) is one of the template's tasks."""
     try:
         if config is not None:
             return load_config(config)
         for path in sorted(Path("configs").glob("*.yaml")):
             cfg = load_config(path)
-            if task in (cfg.name,):
+            if cfg.name in tasks:
                 return cfg
         for path in sorted(Path("configs").glob("*.yaml")):
             cfg = load_config(path)
-            if task == cfg.task.kind:
+            if cfg.task.kind in tasks:
                 return cfg
     except ConfigError as exc:
         fail(str(exc))
@@ -59,7 +59,7 @@ def lint(
     errors = warnings = 0
     for path in paths:
         tpl, _ = read_template(path)
-        cfg = _config_for(tpl.header.task if tpl else None, config) if (tpl or config) else None
+        cfg = _config_for(tpl.header.tasks if tpl else (), config) if (tpl or config) else None
         for p in lint_template(path, config=cfg):
             if p.severity == "error":
                 errors += 1
@@ -76,7 +76,7 @@ def _prepare(name: str, config: Optional[Path], templates_dir: Path):
         tpl = load_template(name, templates_dir)
     except (FileNotFoundError, TemplateProblemError) as exc:
         fail(str(exc), 1 if isinstance(exc, TemplateProblemError) else 2)
-    cfg = _config_for(tpl.header.task, config)
+    cfg = _config_for(tpl.header.tasks, config)
     if cfg is None:
         fail(f"no config for task {tpl.header.task!r}: pass --config")
     train, ev, where = load_frames(cfg)

@@ -163,7 +163,9 @@ class TemplateHeader(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_]*$")
     version: int | str = 1
     job: Literal["generate", "label_check"]
-    task: str = Field(description="config name (e.g. banking77) or task kind (classification / generation)")
+    task: str | list[str] = Field(
+        description="config name (e.g. banking77), task kind (classification / generation), or a list of config names sharing the template"
+    )
     description: str = ""
     classes: Literal["all"] | list[str] = "all"
     few_shot: int = Field(4, ge=0, le=256, description="real rows drawn into `examples` (label_check: one per class up to this many)")
@@ -190,8 +192,12 @@ class TemplateHeader(BaseModel):
     def serves(self, label: str) -> bool:
         return self.classes == "all" or label in self.classes
 
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return (self.task,) if isinstance(self.task, str) else tuple(self.task)
+
     def matches(self, config_name: str, kind: str) -> bool:
-        return self.task in (config_name, kind)
+        return config_name in self.tasks or kind in self.tasks
 
 
 @dataclass
@@ -494,7 +500,7 @@ def lint_template(path: str | Path, *, config=None, rows: list[dict] | None = No
         ctx = stand_in_context(
             tpl.header, labels=labels, rows=rows,
             instruction=config.task.instruction if config is not None else "Classify the text.",
-            task=config.name if config is not None else tpl.header.task,
+            task=config.name if config is not None else tpl.header.tasks[0],
         )
         try:
             if not tpl.render(**ctx):
@@ -527,7 +533,7 @@ def find_template(templates_dir: str | Path, *, job: str, config_name: str, kind
         elif tpl.header.job == job:
             loaded.append(tpl)
     for key in (config_name, kind):
-        hits = [t for t in loaded if t.header.task == key]
+        hits = [t for t in loaded if key in t.header.tasks]
         if len(hits) == 1:
             return hits[0]
         if len(hits) > 1:

@@ -13,6 +13,7 @@ from flows.cli import app
 from synthesis.templates import (
     TemplateProblemError,
     check_template,
+    find_template,
     lint_template,
     list_template_files,
     load_template,
@@ -47,11 +48,11 @@ GOOD_BODY = "Intent {{ label }}:\n{% for ex in examples %}- {{ ex.input }}\n{% e
 def test_shipped_templates_lint_clean_against_their_configs():
     files = list_template_files("templates")
     assert {f.stem for f in files} >= {"banking77_new_message", "banking77_label_check", "viggo_utterance_for_mr", "viggo_dialogue_act_check"}
-    for cfg_path in ("configs/banking77.yaml", "configs/viggo.yaml"):
+    for cfg_path in ("configs/banking77.yaml", "configs/banking77_imbalanced.yaml", "configs/viggo.yaml"):
         cfg = load_config(cfg_path)
         for f in files:
             tpl = load_template(f)
-            if tpl.header.task == cfg.name:
+            if cfg.name in tpl.header.tasks:
                 assert [str(p) for p in lint_template(f, config=cfg, columns=["row_id", "input", "output", "label"])] == []
 
 
@@ -150,6 +151,20 @@ def test_header_checked_against_config(tmp_path):
     problems = lint_template(path, config=cfg, columns=["row_id", "input"])
     assert sorted(codes(problems)) == ["missing_column", "task_mismatch", "unknown_class"]
     assert any("gossip" in p.message for p in problems)
+
+
+def test_a_template_shared_by_several_configs_names_each(tmp_path):
+    """`task` may list config names: the banking77 sample and its imbalanced split share their templates;
+    a config the list does not name is still refused, and find_template picks the template for each named one."""
+    header = GOOD_HEADER.format(name="shared", variables="[label, examples]").replace("task: t", "task: [alpha, beta]")
+    path = write(tmp_path, "shared", GOOD_BODY, header=header)
+    tpl = load_template(path)
+    assert tpl.header.tasks == ("alpha", "beta") and tpl.header.matches("beta", "classification")
+    assert not tpl.header.matches("gamma", "classification")
+    for name in ("alpha", "beta"):
+        assert find_template(tmp_path, job="generate", config_name=name, kind="classification").name == "shared"
+    with pytest.raises(FileNotFoundError):
+        find_template(tmp_path, job="generate", config_name="gamma", kind="classification")
 
 
 def _app() -> typer.Typer:
