@@ -36,7 +36,7 @@ from core.io import write_text
 from core.safe_yaml import load_yaml
 from core.schema import normalize_labels, spell_labels
 from core.synthesis_config import SynthesisConfig
-from core.train_config import AblateConfig, ExportConfig, IterateConfig, TrainStageConfig
+from core.train_config import AblateConfig, ExportConfig, IterateConfig, TrainStageConfig, served_as_lora
 
 # A configuration is a few KB of YAML; a larger "config" is a mistake (or /dev/zero) and is not read.
 MAX_CONFIG_BYTES = 1 << 20
@@ -377,6 +377,13 @@ class Config(_Section):
                                 f"{base}; set allow_outside_paths: true to {'write' if key in WRITTEN else 'read'} there")
         if problems:
             raise ValueError("\n".join(problems))  # one line per path, keyed (format_errors)
+        return self
+
+    @model_validator(mode="after")
+    def _merged_only_adapters_skip_lora_serving(self) -> "Config":
+        if self.export.enabled and self.export.parity and not served_as_lora(self.train.method) and "vllm-lora" in self.export.paths:
+            raise ValueError(f"export.paths: vllm-lora serves LoRA adapters only and train.method {self.train.method} is "
+                             "served merged; list the other paths (transformers, vllm, vllm-serve)")
         return self
 
     @model_validator(mode="after")

@@ -151,6 +151,16 @@ class FormatConfig(_Section):
 QUANTIZED_BASE = {"qlora": "nf4 round trip", "lora8": "int8 round trip"}
 
 
+# Methods whose adapter is not LoRA: vLLM serves LoRA adapters only, so these are served merged into the base
+# weights (peft merge_and_unload), never as a LoRA request.
+MERGED_ONLY = {"ia3": "IA3 (peft): learned scaling vectors on the attention keys and values and the feed-forward input"}
+
+
+def served_as_lora(method: str) -> bool:
+    """Whether vLLM can serve an adapter of `method` as a LoRA request (else only merged into its base)."""
+    return method not in MERGED_ONLY
+
+
 def base_weights(method: str) -> str:
     """The base weights an adapter of `method` was trained on: a bitsandbytes round trip, or the base itself."""
     return QUANTIZED_BASE.get(method, "base")
@@ -159,10 +169,12 @@ def base_weights(method: str) -> str:
 class TrainConfig(_Section):
     """QLoRA / LoRA supervised fine-tuning of a causal LM on a snapshot's train split."""
 
-    method: Literal["qlora", "lora", "lora8"] = Field(
+    method: Literal["qlora", "lora", "lora8", "ia3"] = Field(
         "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in the "
-        "compute dtype; lora8: base weights LLM.int8 (bitsandbytes 8-bit). Every method trains LoRA adapters, which "
-        "vLLM serves (merged, or as a LoRA request on the base weights they were trained on)"
+        "compute dtype; lora8: base weights LLM.int8 (bitsandbytes 8-bit). These train LoRA adapters, which vLLM "
+        "serves merged or as a LoRA request on the base weights they were trained on. ia3: IA3 scaling vectors on "
+        "the base in the compute dtype (peft's default modules for the model; lora_* keys unused), served merged: "
+        "vLLM serves no other adapter kind"
     )
     lora_r: int = Field(8, gt=0, description="LoRA rank (any up to 512; vLLM serves it with "
                         "the smallest of its ranks 1, 8, 16, 32, 64, 128, 256, 320, 512 at least this)")

@@ -39,7 +39,7 @@ from core.config import EngineConfig
 from core.engine import engine_args
 from core.engine_pool import DataParallel, build_engine, engine_count
 from core.progress import Progress
-from core.train_config import FormatConfig, base_weights, served_lora_rank
+from core.train_config import FormatConfig, base_weights, served_as_lora, served_lora_rank
 from trainers.confidence import (
     Distribution,
     LabelTrie,
@@ -257,7 +257,8 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
-    merged = merged and engine == "vllm" and adapter_dir is not None  # how vLLM serves an adapter; nothing else
+    # how vLLM serves an adapter; nothing else. One vLLM cannot serve as a LoRA request (IA3) is always merged.
+    merged = (merged or not served_as_lora(adapter_method(adapter_dir))) and engine == "vllm" and adapter_dir is not None
     # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip; lora8: int8): an
     # engine of its own, where a LoRA adapter's shares the base's engine with the base systems.
     weights = base_weights(adapter_method(adapter_dir))

@@ -29,7 +29,7 @@ from core.config import EngineConfig
 from core.devices import torch_dtype
 from core.engine import build_llm
 from core.io import atomic_folder
-from core.train_config import QUANTIZED_BASE, served_lora_rank
+from core.train_config import QUANTIZED_BASE, served_as_lora, served_lora_rank
 from trainers.format import PromptFormat, TaskInfo
 from trainers.qlora import pick_device, quantization_config
 
@@ -62,11 +62,16 @@ def load_format(adapter_dir: str | Path | None, base_model: str | Path | None = 
 
 
 def adapter_method(adapter_dir: str | Path | None) -> str:
-    """How an adapter was trained: "qlora", "lora8" or "lora" (train_meta.json; "lora" when not recorded)."""
-    meta = Path(adapter_dir) / "train_meta.json" if adapter_dir is not None else None
-    if meta is None or not meta.is_file():
+    """How an adapter was trained: "qlora", "lora8", "lora" or "ia3" (train_meta.json; where it is not recorded,
+    "ia3" for an IA3 adapter (adapter_config.json's peft_type), else "lora")."""
+    if adapter_dir is None:
         return "lora"
-    return json.loads(meta.read_text()).get("method", "lora")
+    meta, config = Path(adapter_dir) / "train_meta.json", Path(adapter_dir) / "adapter_config.json"
+    if meta.is_file() and "method" in (recorded := json.loads(meta.read_text())):
+        return recorded["method"]
+    if config.is_file() and json.loads(config.read_text()).get("peft_type") == "IA3":
+        return "ia3"
+    return "lora"
 
 
 def load_base(base: str | Path, device: str = "auto", *, method: str = "lora", dtype: str = "auto"):
@@ -223,7 +228,8 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
 
 
 def adapter_rank(adapter_dir: str | Path | None) -> int:
-    if adapter_dir is None:
+    """A LoRA adapter's rank; 8 (vLLM's smallest max_lora_rank but one) for no adapter or one served merged only."""
+    if adapter_dir is None or not served_as_lora(adapter_method(adapter_dir)):
         return 8
     return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
 
@@ -241,9 +247,12 @@ def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: st
         import tempfile
 
         # The engine holds the weights once started: the QLoRA base's folder goes when it has answered.
+        # An adapter vLLM cannot serve as a LoRA request (IA3) is served merged into its base.
         with tempfile.TemporaryDirectory(prefix="curate-lora-base-") as tmp:
-            served = lora_base(adapter_dir, Path(tmp) / "base", base) if adapter_dir is not None else base
-            gens = generate_vllm(served, fmt, prompts, adapter_dir=adapter_dir, max_new_tokens=max_new_tokens,
+            as_lora = adapter_dir is not None and served_as_lora(adapter_method(adapter_dir))
+            served = (base if adapter_dir is None else lora_base(adapter_dir, Path(tmp) / "base", base) if as_lora
+                      else merge_adapter(adapter_dir, Path(tmp) / "merged", dtype=(engine_config or EngineConfig()).dtype))
+            gens = generate_vllm(served, fmt, prompts, adapter_dir=adapter_dir if as_lora else None, max_new_tokens=max_new_tokens,
                                  lora_rank=adapter_rank(adapter_dir), engine_config=engine_config, seed=seed)
     else:
         gens = generate(load_model(adapter_dir, base), fmt, prompts, max_new_tokens=max_new_tokens)

@@ -130,9 +130,25 @@ def quantization_config(dtype, method: str = "qlora"):
     )
 
 
+def peft_config(cfg: TrainConfig, model_type: str):
+    """The adapter peft wraps the base with: LoRA for qlora / lora / lora8; IA3 (its scaling vectors on peft's
+    modules for `model_type`, the feed-forward ones scaling their input) for ia3."""
+    from peft import IA3Config, LoraConfig
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD
+
+    if cfg.method == "ia3":
+        if cfg.target_modules == "all-linear":  # IA3's own choice: peft's mapping for the model type
+            return IA3Config(task_type="CAUSAL_LM")
+        modules = [cfg.target_modules] if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
+        return IA3Config(target_modules=modules, task_type="CAUSAL_LM",
+                         feedforward_modules=[m for m in modules if m in FEEDFORWARD.get(model_type, [])])
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
-    """The base model (4-bit NF4 for qlora, int8 for lora8) wrapped with trainable LoRA adapters."""
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    """The base model (4-bit NF4 for qlora, int8 for lora8) wrapped with its trainable adapter (`peft_config`)."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM
 
     if device == "cpu":  # before the load: its full-precision pass is the first big transient
@@ -157,15 +173,7 @@ def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
             keep_frozen_in_dtype(model, dtype)
     elif cfg.gradient_checkpointing:
         model.enable_input_require_grads()  # checkpointed blocks need an input that requires grad
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=cfg.target_modules,
-        bias="none",
-        task_type="CAUSAL_LM",
-    )
-    model = get_peft_model(model, lora)
+    model = get_peft_model(model, peft_config(cfg, model.config.model_type))
     # Loading passes through the full-precision weights (quantized layer by layer for qlora)
     # and glibc keeps what was freed: a 4-bit load of the bundled model held 784 MB above
     # the process's start, 594 MB once trimmed (bench/bench_train.py, docs/training.md).

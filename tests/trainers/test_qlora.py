@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from transformers import TrainerCallback
@@ -16,7 +17,7 @@ from tests.trainers import make_snapshot
 from trainers.evaluate import evaluate
 from trainers.format import PromptFormat
 from trainers.format_check import FormatViolationError
-from trainers.predict import predict
+from trainers.predict import adapter_method, adapter_rank, predict
 from trainers.qlora import latest_checkpoint, read_meta, setup, train
 
 # Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU
@@ -336,17 +337,17 @@ def test_confidence_is_the_same_number_from_generation_and_from_the_label_trie(t
 
 @pytest.mark.slow
 def test_curate_sweep_over_the_peft_method_reports_metric_memory_and_speed(tiny_run, tmp_path):
-    """`curate sweep --param method=qlora,lora,lora8`: three real trainings (4-bit NF4, full-precision and int8
-    bases), each evaluated on the base it was trained on, with the peak memory and the tokens/s of its training
-    record in one table and chart."""
+    """`curate sweep --param method=qlora,lora,lora8,ia3`: four real trainings (LoRA on 4-bit NF4, full-precision and
+    int8 bases; IA3 scaling vectors), each evaluated on the base it was trained on, with the peak memory and the
+    tokens/s of its training record in one table and chart."""
     sets = sum((["--set", s] for s in ("max_steps=2", "batch_size=2", "val_size=4", "eval_steps=2", "max_seq_len=128",
                                         "cpu_threads=1", "early_stopping_patience=0", "learning_rate=1e-3")), [])
-    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora,lora8",
+    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora,lora8,ia3",
                            *sets, "--engine", "transformers", "--max-examples", "4", "--out", str(tmp_path / "sweep")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert [p["values"] for p in res["points"]] == [{"method": "qlora"}, {"method": "lora"}, {"method": "lora8"}]
+    assert [p["values"] for p in res["points"]] == [{"method": m} for m in ("qlora", "lora", "lora8", "ia3")]
     for p in res["points"]:
         meta = read_meta(p["adapter"])
         assert meta["method"] == p["values"]["method"] and meta["global_step"] == 2
@@ -354,3 +355,11 @@ def test_curate_sweep_over_the_peft_method_reports_metric_memory_and_speed(tiny_
         assert p["tokens_per_s"] == pytest.approx(meta["train_tokens"] / meta["fit_seconds"], rel=0.01)
         assert 0 <= p["metrics"]["accuracy"] <= 1 and p["metrics"]["n"] == 4
     assert "| method=lora8 |" in proc.stdout and (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
+    # IA3 trains scaling vectors on peft's modules for the model (keys, values, the feed-forward input), far
+    # fewer weights than LoRA's; vLLM serves it merged only, and says so before any engine starts
+    ia3 = Path(res["points"][3]["adapter"])
+    config = json.loads((ia3 / "adapter_config.json").read_text())
+    assert config["peft_type"] == "IA3" and set(config["target_modules"]) == {"k_proj", "v_proj", "down_proj"}
+    assert set(config["feedforward_modules"]) == {"down_proj"}
+    assert (ia3 / "adapter_model.safetensors").stat().st_size < Path(res["points"][1]["adapter"], "adapter_model.safetensors").stat().st_size / 10
+    assert adapter_method(ia3) == "ia3" and adapter_rank(ia3) == 8
