@@ -252,6 +252,8 @@ def sweep_cmd(
     engine: str = typer.Option("vllm", help="Evaluation engine: vllm or transformers."),
     baseline: bool = typer.Option(False, "--baseline", help="Add the base model as the 0-example point."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate on a seeded sample of this many eval rows."),
+    merged: bool = typer.Option(False, "--merged", help="vllm: serve each adapter merged into its base weights, not as a "
+                                "LoRA request (the same model, several times faster on a CPU; IA3 is always merged)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for curves.json, curves.png and the runs (default: under output_dir)."),
 ) -> None:
     """Train and evaluate the recipe with one thing varied: any training parameter (--param: metric, peak memory and
@@ -267,7 +269,8 @@ def sweep_cmd(
         except (ValueError, ValidationError) as exc:
             fail(str(exc))
         folder = out or Path(cfg.output_dir) / snap.parent.name / f"sweep-{snap.name}-{point_name(dict.fromkeys(grid, 'x'))}"
-        res = sweep(snap, resolve_model(None), cfg, folder, grid=grid, engine=engine, max_examples=max_examples)
+        res = sweep(snap, resolve_model(None), cfg, folder, grid=grid, engine=engine, max_examples=max_examples,
+                    merged=merged)
         console.print(Path(res["files"]["markdown"]).read_text(), markup=False, highlight=False)
         console.print(res["files"]["png"], highlight=False, markup=False)
         if engine == "vllm":
@@ -276,7 +279,7 @@ def sweep_cmd(
     shares = _fractions(fractions)
     folder = out or Path(cfg.output_dir) / snap.parent.name / f"curves-{snap.name}-{cfg.method}"
     res = learning_curve(snap, resolve_model(None), cfg, folder, fractions=shares, engine=engine, baseline=baseline,
-                         max_examples=max_examples)
+                         max_examples=max_examples, merged=merged)
     for p in res["points"]:
         console.print(p["train_examples"], {k: round(v, 3) for k, v in p["metrics"].items() if isinstance(v, float)},
                       markup=False)

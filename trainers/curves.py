@@ -32,9 +32,11 @@ PRIMARY = {"classification": ("accuracy", "macro_f1"), "generation": ("exact_mat
 
 def learning_curve(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfig, out_dir: str | Path, *,
                    fractions: Sequence[float] = (0.25, 0.5, 1.0), task_cfg: Any = None, engine: str = "vllm",
-                   baseline: bool = False, max_examples: int | None = None,
+                   baseline: bool = False, max_examples: int | None = None, merged: bool = False,
                    train_fn: Callable | None = None, evaluate_fn: Callable | None = None) -> dict:
-    """Train + evaluate per fraction; returns {points: [...], files: {...}} and writes curves.json/png."""
+    """Train + evaluate per fraction; returns {points: [...], files: {...}} and writes curves.json/png.
+
+    `merged`: vLLM serves each adapter merged into its base (trainers.evaluate), not as a LoRA request."""
     train_fn = train_fn or train
     evaluate_fn = evaluate_fn or evaluate
     out = Path(out_dir)
@@ -48,7 +50,7 @@ def learning_curve(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: T
     for frac in sorted(fractions):
         cfg = train_cfg.model_copy(update={"train_fraction": frac})
         adapter = train_fn(snapshot_dir, model_dir, cfg, task_cfg, out / f"fraction-{frac:g}")
-        rep = evaluate_fn(adapter, snapshot_dir, engine=engine, baseline=False, max_examples=max_examples)
+        rep = evaluate_fn(adapter, snapshot_dir, engine=engine, baseline=False, max_examples=max_examples, merged=merged)
         meta = read_meta(adapter)
         points.append({"fraction": frac, "train_examples": meta["train_rows"], "kind": rep["task_kind"],
                        "adapter": str(adapter), "metrics": rep["systems"]["tuned"]})
@@ -103,8 +105,10 @@ def point_name(values: dict) -> str:
 
 def sweep(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfig, out_dir: str | Path, *,
           grid: dict[str, Sequence], task_cfg: Any = None, engine: str = "vllm", max_examples: int | None = None,
-          train_fn: Callable | None = None, evaluate_fn: Callable | None = None) -> dict:
-    """Train + evaluate the recipe at every point of the grid; writes and returns the sweep report."""
+          merged: bool = False, train_fn: Callable | None = None, evaluate_fn: Callable | None = None) -> dict:
+    """Train + evaluate the recipe at every point of the grid; writes and returns the sweep report.
+
+    `merged`: vLLM serves each adapter merged into its base (trainers.evaluate), not as a LoRA request."""
     train_fn = train_fn or train
     evaluate_fn = evaluate_fn or evaluate
     out = Path(out_dir)
@@ -113,7 +117,7 @@ def sweep(snapshot_dir: str | Path, model_dir: str | Path, train_cfg: TrainConfi
     points = []
     for values, cfg in configs:
         adapter = train_fn(snapshot_dir, model_dir, cfg, task_cfg, out / point_name(values))
-        rep = evaluate_fn(adapter, snapshot_dir, engine=engine, baseline=False, max_examples=max_examples)
+        rep = evaluate_fn(adapter, snapshot_dir, engine=engine, baseline=False, max_examples=max_examples, merged=merged)
         meta = read_meta(adapter)
         fit, tokens = meta.get("fit_seconds") or 0.0, meta.get("train_tokens")
         points.append({"values": values, "kind": rep["task_kind"], "adapter": str(adapter), "metrics": rep["systems"]["tuned"],

@@ -62,12 +62,13 @@ def test_a_sweep_trains_every_point_of_the_grid_and_reports_memory_and_speed(tmp
         return out
 
     def fake_eval(adapter, snapshot, **kw):
+        assert kw["merged"] is True  # --merged reaches every point's evaluation
         lr, r = seen[-1]
         return {"task_kind": "classification",
                 "systems": {"tuned": {"accuracy": lr * 100 + r / 100, "macro_f1": lr * 100, "format_compliance": 1.0}}}
 
     grid = {"learning_rate": [1e-3, 4e-3], "lora_r": [8, 16]}
-    res = sweep(snap, "unused", TrainConfig(val_size=4), tmp_path / "sweep", grid=grid, train_fn=fake_train,
+    res = sweep(snap, "unused", TrainConfig(val_size=4), tmp_path / "sweep", grid=grid, merged=True, train_fn=fake_train,
                 evaluate_fn=fake_eval)
     assert seen == [(1e-3, 8), (1e-3, 16), (4e-3, 8), (4e-3, 16)]  # every combination, the last key fastest
     assert [p["peak_memory_mb"] for p in res["points"]] == [800.0, 1600.0, 800.0, 1600.0]
