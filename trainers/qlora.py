@@ -230,6 +230,7 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report)
     run.device = pick_device(cfg.device)
     if load:
+        reset_peak_memory(run.device)  # the peak a run records is its own, not its process's (a sweep trains many)
         run.model = load_model(model_dir, cfg, run.device)
     return run
 
@@ -389,13 +390,31 @@ def validate(run: Run) -> dict:
     return {k: float(v) for k, v in run.trainer.evaluate().items()}
 
 
+def reset_peak_memory(device: str) -> None:
+    """Start the peak `peak_memory_mb` reads from now: CUDA's peak statistics, or on a CPU the process's resident
+    high-water mark (Linux: writing 5 to /proc/self/clear_refs sets VmHWM to the current resident size)."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak stays the process's since its start
+        pass
+
+
 def peak_memory_mb(device: str) -> float:
-    """Peak accelerator memory on GPU; peak resident memory of this process on CPU."""
+    """Peak accelerator memory on GPU; peak resident memory on CPU, both since `reset_peak_memory`."""
     import torch
 
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    try:
+        status = Path("/proc/self/status").read_text()
+        return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")) / 1024  # kB
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def save_checkpoint(run: Run, metrics: dict | None = None) -> Path:

@@ -18,7 +18,7 @@ from trainers.evaluate import evaluate
 from trainers.format import PromptFormat
 from trainers.format_check import FormatViolationError
 from trainers.predict import adapter_method, adapter_rank, predict
-from trainers.qlora import latest_checkpoint, read_meta, setup, train
+from trainers.qlora import latest_checkpoint, peak_memory_mb, read_meta, reset_peak_memory, setup, train
 
 # Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU
 # thread: with torch's default 2 on a quiet 2-core machine the module took twice as long
@@ -363,3 +363,15 @@ def test_curate_sweep_over_the_peft_method_reports_metric_memory_and_speed(tiny_
     assert set(config["feedforward_modules"]) == {"down_proj"}
     assert (ia3 / "adapter_model.safetensors").stat().st_size < Path(res["points"][1]["adapter"], "adapter_model.safetensors").stat().st_size / 10
     assert adapter_method(ia3) == "ia3" and adapter_rank(ia3) == 8
+
+
+def test_a_training_records_its_own_peak_memory_not_its_process_s():
+    """A sweep trains its points in one process: each point's peak starts at its own set-up (VmHWM reset), so a
+    point after a bigger one does not inherit that one's peak."""
+    reset_peak_memory("cpu")
+    start = peak_memory_mb("cpu")  # what the process holds now
+    big = bytearray(400 * 2**20)  # zero-filled: resident
+    del big
+    assert peak_memory_mb("cpu") > start + 390
+    reset_peak_memory("cpu")
+    assert peak_memory_mb("cpu") < start + 100
