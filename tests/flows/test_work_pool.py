@@ -15,9 +15,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import get_args
 
 import pytest
 
+from core.train_config import TrainConfig
 from flows.limits import engine_limit_name
 from flows.server import api_healthy
 from tests.conftest import ROOT
@@ -103,7 +105,7 @@ def test_two_workers_take_two_runs_at_once_and_the_engine_limit_holds(tmp_path):
         # the UI's form: the config's sections and fields, typed, bounded, described (core/config_form.py)
         assert schema["properties"]["settings"]["anyOf"][0] == {"$ref": "#/definitions/ConfigSettings"}
         train_form = schema["definitions"]["TrainStageConfigSettings"]["properties"]
-        assert train_form["method"]["anyOf"][0] == {"enum": ["qlora", "lora", "lora8"], "type": "string"}
+        assert train_form["method"]["anyOf"][0] == {"enum": list(get_args(TrainConfig.model_fields["method"].annotation)), "type": "string"}
         assert train_form["learning_rate"]["anyOf"][0] == {"exclusiveMinimum": 0, "type": "number"}
         assert train_form["learning_rate"]["description"].startswith("peak learning rate")
         ids = []
