@@ -151,9 +151,9 @@ class FormatConfig(_Section):
 QUANTIZED_BASE = {"qlora": "nf4 round trip", "lora8": "int8 round trip"}
 
 
-# Methods whose adapter is not LoRA: vLLM serves LoRA adapters only, so these are served merged into the base
-# weights (peft merge_and_unload), never as a LoRA request.
-MERGED_ONLY = {"ia3": "IA3 (peft): learned scaling vectors on the attention keys and values and the feed-forward input"}
+# Methods whose adapter is not LoRA (ia3: IA3's learned scaling vectors): vLLM serves LoRA adapters only, so
+# these are served merged into the base weights (peft merge_and_unload), never as a LoRA request.
+MERGED_ONLY = frozenset({"ia3"})
 
 
 def served_as_lora(method: str) -> bool:

@@ -228,7 +228,7 @@ def generate_vllm(base_model: str | Path, fmt: PromptFormat, prompts: Sequence[l
 
 
 def adapter_rank(adapter_dir: str | Path | None) -> int:
-    """A LoRA adapter's rank; 8 (vLLM's smallest max_lora_rank but one) for no adapter or one served merged only."""
+    """A LoRA adapter's rank; 8 (an engine's max_lora_rank when it serves no LoRA request) for no adapter or one served merged only."""
     if adapter_dir is None or not served_as_lora(adapter_method(adapter_dir)):
         return 8
     return int(json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["r"])
