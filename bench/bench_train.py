@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -107,15 +108,6 @@ def rss_mb() -> float:
     return status_mb("VmRSS")
 
 
-def reset_peak_rss() -> bool:
-    """Start VmHWM again from the current RSS (Linux: "5" to clear_refs), so the peak excludes loading."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def tensor_peak_mb(prof) -> float:
     """Peak of live CPU tensor bytes in a torch.profiler trace (profile_memory, record_shapes, with_stack).
 
@@ -162,7 +154,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     from core.devices import resolve_dtype
     from core.model import resolve_model
     from core.train_config import TrainConfig
-    from trainers.qlora import fit, peak_memory_mb, setup
+    from trainers.qlora import fit, peak_memory_mb, reset_peak_memory, setup
 
     torch.set_num_threads(threads)
     spec = dict(CASES[case])
@@ -180,7 +172,7 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     run = setup(snapshot, model_dir, cfg, out_dir=out_dir / case)
     loaded = rss_mb()
     load_peak = status_mb("VmHWM")
-    reset = run.device == "cpu" and reset_peak_rss()
+    reset = run.device == "cpu" and reset_peak_memory("cpu")  # so the training peak excludes loading
     if tensor_peak:
         from torch.profiler import ProfilerActivity, profile
 
@@ -193,7 +185,8 @@ def run_one(case: str, snapshot: str, steps: int, batch: int, threads: int, out_
     train_peak = status_mb("VmHWM") if reset else None
     logs = [h for h in run.trainer.state.log_history if "num_tokens" in h]
     tokens = float(logs[-1]["num_tokens"]) if logs else float("nan")
-    peak = peak_memory_mb(run.device)
+    # the whole process's peak: on a CPU its resident set since start (peak_memory_mb reads since the last reset)
+    peak = peak_memory_mb(run.device) if run.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
         "case": case, **CASES[case], "model": model_dir.name, "rows_per_slot": rows_per_slot or per_slot, "dtype": resolve_dtype(cfg.dtype, device=run.device), "device": run.device, "steps": steps, "batch_size": batch, "threads": threads,
         "peak_mb": round(peak, 1), "peak_above_start_mb": round(peak - before, 1) if run.device == "cpu" else None,

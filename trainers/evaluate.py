@@ -257,11 +257,12 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
 
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
+    method = adapter_method(adapter_dir)
     # how vLLM serves an adapter; nothing else. An adapter vLLM cannot serve as a LoRA request (IA3) is always merged.
-    merged = (merged or not served_as_lora(adapter_method(adapter_dir))) and engine == "vllm" and adapter_dir is not None
+    merged = (merged or not served_as_lora(method)) and engine == "vllm" and adapter_dir is not None
     # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip; lora8: int8): an
     # engine of its own, where a LoRA adapter's shares the base's engine with the base systems.
-    weights = base_weights(adapter_method(adapter_dir))
+    weights = base_weights(method)
     quantized = weights != "base"
     llm, llm_serves, built = None, None, []
 

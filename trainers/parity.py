@@ -49,7 +49,7 @@ from core.vllm_cli import COMMAND as VLLM_CLI
 from trainers.evaluate import answer_budget
 from trainers.export import read_export_meta
 from trainers.format import PromptFormat, read_rows
-from trainers.predict import adapter_method, adapter_rank, load_base, lora_base
+from trainers.predict import adapter_rank, load_base, lora_base
 
 PATHS = SERVING_PATHS
 MIN_AGREEMENT = 0.995
@@ -238,8 +238,8 @@ def parity(export_dir: str | Path, snapshot_dir: str | Path, *, reference: str |
     if unknown:
         raise ValueError(f"unknown serving path(s) {unknown}; choose from {list(PATHS)}")
     meta = read_export_meta(export_dir)
-    if "vllm-lora" in paths and not served_as_lora(adapter_method(meta["adapter"])):
-        raise ValueError(f"serving path vllm-lora: {meta['adapter']} is a {adapter_method(meta['adapter'])} adapter, which vLLM "
+    if "vllm-lora" in paths and not served_as_lora(meta["method"]):  # the export records its adapter's method
+        raise ValueError(f"serving path vllm-lora: {meta['adapter']} is a {meta['method']} adapter, which vLLM "
                          "serves merged only; check the other paths")
     reference = Path(reference or meta.get("evaluation") or "")
     if not reference.is_file():

@@ -250,8 +250,12 @@ def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: st
         # An adapter vLLM cannot serve as a LoRA request (IA3) is served merged into its base.
         with tempfile.TemporaryDirectory(prefix="curate-lora-base-") as tmp:
             as_lora = adapter_dir is not None and served_as_lora(adapter_method(adapter_dir))
-            served = (base if adapter_dir is None else lora_base(adapter_dir, Path(tmp) / "base", base) if as_lora
-                      else merge_adapter(adapter_dir, Path(tmp) / "merged", dtype=(engine_config or EngineConfig()).dtype))
+            if adapter_dir is None:
+                served = base
+            elif as_lora:
+                served = lora_base(adapter_dir, Path(tmp) / "base", base)
+            else:
+                served = merge_adapter(adapter_dir, Path(tmp) / "merged", dtype=(engine_config or EngineConfig()).dtype)
             gens = generate_vllm(served, fmt, prompts, adapter_dir=adapter_dir if as_lora else None, max_new_tokens=max_new_tokens,
                                  lora_rank=adapter_rank(adapter_dir), engine_config=engine_config, seed=seed)
     else:

@@ -390,18 +390,20 @@ def validate(run: Run) -> dict:
     return {k: float(v) for k, v in run.trainer.evaluate().items()}
 
 
-def reset_peak_memory(device: str) -> None:
+def reset_peak_memory(device: str) -> bool:
     """Start the peak `peak_memory_mb` reads from now: CUDA's peak statistics, or on a CPU the process's resident
-    high-water mark (Linux: writing 5 to /proc/self/clear_refs sets VmHWM to the current resident size)."""
+    high-water mark (Linux: writing 5 to /proc/self/clear_refs sets VmHWM to the current resident size).
+    False where it could not be reset (not Linux, or not allowed): the peak stays the process's since its start."""
     if device == "cuda":
         import torch
 
         torch.cuda.reset_peak_memory_stats()
-        return
+        return True
     try:
         Path("/proc/self/clear_refs").write_text("5")
-    except OSError:  # not Linux, or not allowed: the peak stays the process's since its start
-        pass
+        return True
+    except OSError:
+        return False
 
 
 def peak_memory_mb(device: str) -> float:
