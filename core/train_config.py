@@ -104,6 +104,9 @@ class IterateConfig(_Section):
     rounds: int = Field(2, ge=2, le=20, description="rounds in all, the run's own training being round 1")
     budget: int = Field(120, gt=0, description="synthetic rows asked for per round, shared by the weakest classes")
     classes: int = Field(8, gt=0, description="how many of the weakest classes share a round's budget")
+    focus_rows: int = Field(
+        3, ge=0, description="per budgeted class, how many of its least-sure eval rows steer synthesis: the generator "
+        "is shown the class's real training rows nearest to them (0: a random draw of the class, as synthesis does)")
     oversample: float = Field(
         3.0, ge=1.0, le=20.0, description="candidates written per row asked for (the tuned checker keeps ~1 in 2 on "
         "banking77); later attempts divide by the class's observed yield, as synthesis.oversample")
@@ -151,9 +154,13 @@ class FormatConfig(_Section):
 QUANTIZED_BASE = {"qlora": "nf4 round trip", "lora8": "int8 round trip"}
 
 
-# Methods whose adapter is not LoRA (ia3: IA3's learned scaling vectors): vLLM serves LoRA adapters only, so
-# these are served merged into the base weights (peft merge_and_unload), never as a LoRA request.
-MERGED_ONLY = frozenset({"ia3"})
+# Methods whose adapter vLLM cannot serve as a LoRA request (ia3: IA3's learned scaling vectors; adalora: LoRA
+# in SVD form, P diag(E) Q, with the ranks it allocated while training): served merged into the base weights
+# (peft merge_and_unload), never as a LoRA request.
+MERGED_ONLY = frozenset({"ia3", "adalora"})
+
+# Methods that read no lora_* key (IA3 learns one scaling vector per module: no rank, no alpha).
+NO_LORA_KEYS = frozenset({"ia3"})
 
 
 def served_as_lora(method: str) -> bool:
@@ -169,12 +176,13 @@ def base_weights(method: str) -> str:
 class TrainConfig(_Section):
     """QLoRA / LoRA supervised fine-tuning of a causal LM on a snapshot's train split."""
 
-    method: Literal["qlora", "lora", "lora8", "ia3"] = Field(
+    method: Literal["qlora", "lora", "lora8", "adalora", "ia3"] = Field(
         "qlora", description="qlora: base weights 4-bit NF4 + double quantization (bitsandbytes); lora: base in the "
         "compute dtype; lora8: base weights LLM.int8 (bitsandbytes 8-bit). These train LoRA adapters, which vLLM "
-        "serves merged or as a LoRA request on the base weights they were trained on. ia3: IA3 scaling vectors on "
-        "the base in the compute dtype (peft's default modules for the model; lora_* keys unused), served merged: "
-        "vLLM serves no other adapter kind"
+        "serves merged or as a LoRA request on the base weights they were trained on. adalora: AdaLoRA on the base in "
+        "the compute dtype, starting at rank 1.5 x lora_r and pruned to an average of lora_r by importance while "
+        "training, served merged. ia3: IA3 scaling vectors on the base in the compute dtype (peft's default modules "
+        "for the model; lora_* keys unused), served merged: vLLM serves LoRA adapters only"
     )
     lora_r: int = Field(8, gt=0, description="LoRA rank (any up to 512; vLLM serves it with "
                         "the smallest of its ranks 1, 8, 16, 32, 64, 128, 256, 320, 512 at least this)")

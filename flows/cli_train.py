@@ -248,12 +248,12 @@ def sweep_cmd(
     overrides: list[str] = typer.Option([], "--set", "-s", help=SET_HELP),
     fractions: str = typer.Option("0.25,0.5,1.0", help="Nested shares of the train split, e.g. 0.25,0.5,1.0 (without --param)."),
     params: list[str] = typer.Option([], "--param", "-p", help="A training parameter and its values, e.g. "
-                                     "--param learning_rate=1e-3,2e-3 or --param method=qlora,lora,lora8,ia3 (repeatable: a grid)."),
+                                     "--param learning_rate=1e-3,2e-3 or --param method=qlora,lora,lora8,adalora,ia3 (repeatable: a grid)."),
     engine: str = typer.Option("vllm", help="Evaluation engine: vllm or transformers."),
     baseline: bool = typer.Option(False, "--baseline", help="Add the base model as the 0-example point."),
     max_examples: Optional[int] = typer.Option(None, "--max-examples", min=1, help="Evaluate on a seeded sample of this many eval rows."),
     merged: bool = typer.Option(False, "--merged", help="vllm: serve each adapter merged into its base weights, not as a "
-                                "LoRA request (the same model, several times faster on a CPU; IA3 is always merged)."),
+                                "LoRA request (the same model, several times faster on a CPU; IA3 and AdaLoRA are always merged)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for curves.json, curves.png and the runs (default: under output_dir)."),
 ) -> None:
     """Train and evaluate the recipe with one thing varied: any training parameter (--param: metric, peak memory and

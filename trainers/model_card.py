@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from core.io import write_text
 from core.markdown import md_code, md_text
 from core.model import DEFAULT_MODEL_HUB_ID, model_identity
-from core.train_config import base_weights, served_as_lora
+from core.train_config import NO_LORA_KEYS, base_weights
 from trainers.format import PromptFormat
 from trainers.summary import system_rows
 
@@ -55,7 +55,7 @@ def model_card(adapter_dir: str | Path, report: dict | None = None, *, exported:
     classification = task.kind == "classification"
     identity = model_identity(meta["base_model"])
     hub = base_hub_id(meta["base_model"], identity)
-    unused = ("lora_r", "lora_alpha", "lora_dropout") if not served_as_lora(meta["method"]) else ()  # IA3 has no rank
+    unused = ("lora_r", "lora_alpha", "lora_dropout") if meta["method"] in NO_LORA_KEYS else ()  # IA3 has no rank
     recipe = {k: meta.get("config", {}).get(k) for k in RECIPE_KEYS if k in meta.get("config", {}) and k not in unused}
     results = []
     if report is not None:

@@ -62,16 +62,15 @@ def load_format(adapter_dir: str | Path | None, base_model: str | Path | None = 
 
 
 def adapter_method(adapter_dir: str | Path | None) -> str:
-    """How an adapter was trained: "qlora", "lora8", "lora" or "ia3" (train_meta.json; where it is not recorded,
-    "ia3" for an IA3 adapter (adapter_config.json's peft_type), else "lora")."""
+    """How an adapter was trained: "qlora", "lora8", "lora", "adalora" or "ia3" (train_meta.json; where it is not
+    recorded, "ia3" or "adalora" for an adapter of that peft_type (adapter_config.json), else "lora")."""
     if adapter_dir is None:
         return "lora"
     meta, config = Path(adapter_dir) / "train_meta.json", Path(adapter_dir) / "adapter_config.json"
     if meta.is_file() and "method" in (recorded := json.loads(meta.read_text())):
         return recorded["method"]
-    if config.is_file() and json.loads(config.read_text()).get("peft_type") == "IA3":
-        return "ia3"
-    return "lora"
+    peft_type = json.loads(config.read_text()).get("peft_type") if config.is_file() else None
+    return {"IA3": "ia3", "ADALORA": "adalora"}.get(peft_type, "lora")
 
 
 def load_base(base: str | Path, device: str = "auto", *, method: str = "lora", dtype: str = "auto"):
@@ -247,7 +246,7 @@ def predict(adapter_dir: str | Path | None, inputs: list[str], *, base_model: st
         import tempfile
 
         # The engine holds the weights once started: the QLoRA base's folder goes when it has answered.
-        # An adapter vLLM cannot serve as a LoRA request (IA3) is served merged into its base.
+        # An adapter vLLM cannot serve as a LoRA request (IA3, AdaLoRA) is served merged into its base.
         with tempfile.TemporaryDirectory(prefix="curate-lora-base-") as tmp:
             as_lora = adapter_dir is not None and served_as_lora(adapter_method(adapter_dir))
             if adapter_dir is None:

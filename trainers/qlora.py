@@ -131,9 +131,10 @@ def quantization_config(dtype, method: str = "qlora"):
 
 
 def peft_config(cfg: TrainConfig, model_type: str):
-    """The adapter peft wraps the base with: LoRA for qlora / lora / lora8; IA3 (its scaling vectors on peft's
-    modules for `model_type`, the feed-forward ones scaling their input) for ia3."""
-    from peft import IA3Config, LoraConfig
+    """The adapter peft wraps the base with: LoRA for qlora / lora / lora8; AdaLoRA for adalora (its step schedule
+    is set when training starts: `_adalora_callback`); IA3 (its scaling vectors on peft's modules for `model_type`,
+    the feed-forward ones scaling their input) for ia3."""
+    from peft import AdaLoraConfig, IA3Config, LoraConfig
     from peft.utils.constants import TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD
 
     if cfg.method == "ia3":
@@ -142,8 +143,27 @@ def peft_config(cfg: TrainConfig, model_type: str):
         modules = [cfg.target_modules] if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
         return IA3Config(target_modules=modules, task_type="CAUSAL_LM",
                          feedforward_modules=[m for m in modules if m in FEEDFORWARD.get(model_type, [])])
+    if cfg.method == "adalora":
+        # The AdaLoRA paper's shape: start at 1.5x the target rank, prune to an average of lora_r per matrix.
+        # total_step=1 is a placeholder peft requires here: the real schedule needs the trainer's step count.
+        return AdaLoraConfig(init_r=max(cfg.lora_r * 3 // 2, cfg.lora_r + 1), target_r=cfg.lora_r,
+                             lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules=cfg.target_modules, total_step=1, task_type="CAUSAL_LM")
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=cfg.target_modules, bias="none", task_type="CAUSAL_LM")
+
+
+def adalora_schedule(total_steps: int) -> dict:
+    """AdaLoRA's phases over a run of `total_steps`: the first 10 % at the initial rank (tinit), pruning by
+    importance every deltaT steps, then the last 30 % at the allocated ranks (tfinal): the budget reaches lora_r
+    per matrix on average at the step the last phase begins.
+
+    tinit is at least one step: AdaLoRA's singular values start at zero, so the first step's gradients of
+    every weight are zero, and an allocation on them alone would score every rank alike and prune all of
+    them. The shortest run that allocates is three steps (one, then one scored, then the last phase)."""
+    tinit = min(max(1, total_steps // 10), total_steps - 1)
+    tfinal = max(0, min(max(1, total_steps * 3 // 10), total_steps - 1 - tinit))
+    return {"total_step": total_steps, "tinit": tinit, "tfinal": tfinal, "deltaT": max(1, total_steps // 100)}
 
 
 def load_model(model_dir: str | Path, cfg: TrainConfig, device: str):
@@ -230,7 +250,10 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report)
     run.device = pick_device(cfg.device)
     if load:
-        reset_peak_memory(run.device)  # the peak a run records is its own, not its process's (a sweep trains many)
+        # The peak a run records is its own, not its process's (a sweep trains many); what an earlier training in
+        # the process freed goes back to the system first, or glibc keeps it resident under this one's peak.
+        malloc_trim()
+        reset_peak_memory(run.device)
         run.model = load_model(model_dir, cfg, run.device)
     return run
 
@@ -279,6 +302,24 @@ def _progress_callback():
                 self.progress = None
 
     return StepProgress()
+
+
+def _adalora_callback():
+    """AdaLoRA's rank allocation, which peft leaves to the training loop: the schedule once the trainer knows its
+    step count, then `update_and_allocate` after every optimizer step, while the gradients it scores are there."""
+    from transformers import TrainerCallback
+
+    class AllocateRanks(TrainerCallback):
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            adalora = model.base_model
+            config = adalora.peft_config[adalora.trainable_adapter_name]
+            for key, value in adalora_schedule(state.max_steps).items():
+                setattr(config, key, value)  # the rank allocator reads this same config object
+
+        def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+            model.base_model.update_and_allocate(state.global_step)
+
+    return AllocateRanks()
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
@@ -355,6 +396,8 @@ def fit(run: Run, *, resume: bool = True, callbacks: list | None = None, packed_
         cbs.insert(0, TensorBoardCallback(tb_writer=SummaryWriter(str(run.run_dir / "tb"))))
     if early:
         cbs.append(EarlyStoppingCallback(early_stopping_patience=cfg.early_stopping_patience))
+    if cfg.method == "adalora":
+        cbs.append(_adalora_callback())
     trainer = sft.CurateSFTTrainer(
         model=run.model,
         args=args,

@@ -226,12 +226,14 @@ def test_an_iterate_round_after_the_first_evaluates_the_tuned_model_alone():
     assert later.model_dump(exclude={"train"}) == cfg.model_dump(exclude={"train"})
 
 
-def test_an_ia3_adapter_is_not_checked_as_a_lora_request():
-    """vLLM serves LoRA adapters only: IA3 is served merged, so an export's parity cannot list vllm-lora for it."""
-    cfg = load_config("configs/banking77.yaml", ["train.method=ia3", "export.enabled=true",
+@pytest.mark.parametrize("method", ["ia3", "adalora"])
+def test_an_adapter_served_merged_only_is_not_checked_as_a_lora_request(method):
+    """vLLM serves LoRA adapters only: IA3 and AdaLoRA (LoRA in SVD form) are served merged, so an export's parity
+    cannot list vllm-lora for them."""
+    cfg = load_config("configs/banking77.yaml", [f"train.method={method}", "export.enabled=true",
                                                  "export.paths=[transformers, vllm, vllm-serve]"])
-    assert cfg.train.method == "ia3" and "vllm-lora" not in cfg.export.paths
+    assert cfg.train.method == method and "vllm-lora" not in cfg.export.paths
     with pytest.raises(ConfigError) as err:
-        load_config("configs/banking77.yaml", ["train.method=ia3", "export.enabled=true"])
+        load_config("configs/banking77.yaml", [f"train.method={method}", "export.enabled=true"])
     assert "vllm-lora serves LoRA adapters only" in str(err.value)
     assert load_config("configs/banking77.yaml", ["train.method=lora8", "export.enabled=true"]).export.paths.count("vllm-lora") == 1

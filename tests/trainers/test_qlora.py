@@ -18,7 +18,7 @@ from trainers.evaluate import evaluate
 from trainers.format import PromptFormat
 from trainers.format_check import FormatViolationError
 from trainers.predict import adapter_method, adapter_rank, predict
-from trainers.qlora import latest_checkpoint, peak_memory_mb, read_meta, reset_peak_memory, setup, train
+from trainers.qlora import adalora_schedule, latest_checkpoint, peak_memory_mb, read_meta, reset_peak_memory, setup, train
 
 # Short sequences, tiny steps, a high LR so the loss visibly falls in a few steps; 1 CPU
 # thread: with torch's default 2 on a quiet 2-core machine the module took twice as long
@@ -337,32 +337,39 @@ def test_confidence_is_the_same_number_from_generation_and_from_the_label_trie(t
 
 @pytest.mark.slow
 def test_curate_sweep_over_the_peft_method_reports_metric_memory_and_speed(tiny_run, tmp_path):
-    """`curate sweep --param method=qlora,lora,lora8,ia3`: four real trainings (LoRA on 4-bit NF4, full-precision and
-    int8 bases; IA3 scaling vectors), each evaluated on the base it was trained on, with the peak memory and the
-    tokens/s of its training record in one table and chart."""
-    sets = sum((["--set", s] for s in ("max_steps=2", "batch_size=2", "val_size=4", "eval_steps=2", "max_seq_len=128",
+    """`curate sweep --param method=qlora,lora,lora8,adalora,ia3`: five real trainings (LoRA on 4-bit NF4, full-precision
+    and int8 bases; AdaLoRA; IA3 scaling vectors), each evaluated on the base it was trained on, with the peak memory
+    and the tokens/s of its training record in one table and chart."""
+    sets = sum((["--set", s] for s in ("max_steps=3", "batch_size=2", "val_size=4", "eval_steps=3", "max_seq_len=128",
                                         "cpu_threads=1", "early_stopping_patience=0", "learning_rate=1e-3")), [])
-    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora,lora8,ia3",
+    proc = subprocess.run([sys.executable, "-m", "curate", "sweep", str(tiny_run["snap"]), "--param", "method=qlora,lora,lora8,adalora,ia3",
                            *sets, "--engine", "transformers", "--max-examples", "4", "--out", str(tmp_path / "sweep")],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
-    assert [p["values"] for p in res["points"]] == [{"method": m} for m in ("qlora", "lora", "lora8", "ia3")]
+    assert [p["values"] for p in res["points"]] == [{"method": m} for m in ("qlora", "lora", "lora8", "adalora", "ia3")]
     for p in res["points"]:
         meta = read_meta(p["adapter"])
-        assert meta["method"] == p["values"]["method"] and meta["global_step"] == 2
+        assert meta["method"] == p["values"]["method"] and meta["global_step"] == 3
         assert p["peak_memory_mb"] == meta["peak_memory_mb"] > 0
         assert p["tokens_per_s"] == pytest.approx(meta["train_tokens"] / meta["fit_seconds"], rel=0.01)
         assert 0 <= p["metrics"]["accuracy"] <= 1 and p["metrics"]["n"] == 4
     assert "| method=lora8 |" in proc.stdout and (tmp_path / "sweep" / "sweep.png").stat().st_size > 10_000
     # IA3 trains scaling vectors on peft's modules for the model (keys, values, the feed-forward input), far
     # fewer weights than LoRA's; vLLM serves it merged only, and says so before any engine starts
-    ia3 = Path(res["points"][3]["adapter"])
+    ia3 = Path(res["points"][4]["adapter"])
     config = json.loads((ia3 / "adapter_config.json").read_text())
     assert config["peft_type"] == "IA3" and set(config["target_modules"]) == {"k_proj", "v_proj", "down_proj"}
     assert set(config["feedforward_modules"]) == {"down_proj"}
     assert (ia3 / "adapter_model.safetensors").stat().st_size < Path(res["points"][1]["adapter"], "adapter_model.safetensors").stat().st_size / 10
     assert adapter_method(ia3) == "ia3" and adapter_rank(ia3) == 8
+    # AdaLoRA starts every matrix at rank 12 (1.5 x lora_r) and, on the schedule set from the trainer's step
+    # count (3: one step, one scored, the last at the allocated ranks), allocated its budget by importance:
+    # lora_r (8, the default) per matrix on average (fewer where scores tie at the threshold), unevenly
+    ada = json.loads(Path(res["points"][3]["adapter"], "adapter_config.json").read_text())
+    assert ada["peft_type"] == "ADALORA" and (ada["init_r"], ada["target_r"], ada["total_step"]) == (12, 8, 3)
+    ranks = [sum(kept) for kept in ada["rank_pattern"].values()]
+    assert len(ranks) == 30 * 7 and 7.9 * len(ranks) <= sum(ranks) <= 8 * len(ranks) and min(ranks) < max(ranks)
 
 
 def test_a_training_records_its_own_peak_memory_not_its_process_s():
@@ -375,3 +382,16 @@ def test_a_training_records_its_own_peak_memory_not_its_process_s():
     assert peak_memory_mb("cpu") > start + 390
     reset_peak_memory("cpu")
     assert peak_memory_mb("cpu") < start + 100
+
+
+def test_the_adalora_schedule_fits_every_run_length():
+    """peft accepts the schedule set at the start of training for any step count; pruning starts after the first
+    step (whose gradients are all zero) and a run of three steps or more ends at the allocated ranks."""
+    from peft import AdaLoraConfig
+
+    for total in [*range(1, 60), 291, 582, 10_000]:
+        schedule = adalora_schedule(total)
+        AdaLoraConfig(target_r=8, init_r=12, task_type="CAUSAL_LM", **schedule)  # raises on a schedule it refuses
+        assert schedule["total_step"] == total and schedule["tinit"] < total - schedule["tfinal"]
+        assert schedule["tinit"] >= (1 if total >= 2 else 0)  # the first step's gradients are all zero
+        assert schedule["tfinal"] >= (1 if total >= 3 else 0) and schedule["tfinal"] <= 0.3 * total + 1
