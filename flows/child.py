@@ -55,7 +55,7 @@ def iterate_job(config: Config, inputs: dict) -> None:
     rows = pl.concat([pl.read_parquet(snapshot / f"{split}.parquet", glob=False) for split in ("train", "eval")],
                      how="diagonal_relaxed")
     labels = config.label_set() or sorted(set(rows["label"].drop_nulls().to_list()))  # no fixed set: the classes seen
-    plan = plan_round(inputs["evaluation"], labels, budget=it.budget, classes=it.classes)
+    plan = plan_round(inputs["evaluation"], labels, budget=it.budget, classes=it.classes, focus=it.focus_rows)
     checker = TunedChecker(inputs["adapter"], config.model.engine, labels, work_dir=out / "checker", seed=config.seed,
                            memory_utilization=it.checker_memory_utilization)
     kept, dropped, counts, totals = synthesize_stage(rows, plan, config.iteration_run(iteration), checker=checker,

@@ -45,17 +45,41 @@ class Pending:
     few_shot_ids: list[str]
 
 
+def steer_shots(by_class: dict[str, list[dict]], focus: dict[str, list[str]], k: int) -> dict[str, list[dict]]:
+    """Per class with focus texts (the eval rows the tuned model was least sure of), the class's real rows nearest
+    to them: for each text in turn its k nearest not yet taken, so every focus text is represented. Only the
+    rows are shown to the generator, never the focus texts, which stay eval rows."""
+    out: dict[str, list[dict]] = {}
+    for label, texts in focus.items():
+        rows = by_class.get(label, [])
+        if not rows or not texts:
+            continue
+        taken: dict[str, dict] = {}
+        for near in NearestRows(rows).nearest(texts, k):
+            for r in reversed(near):  # nearest first
+                taken.setdefault(r["row_id"], r)
+        out[label] = list(taken.values())
+    return out
+
+
 def render_generation_requests(
     tpl: PromptTemplate, counts: dict[str, int], by_class: dict[str, list[dict]], *, config: Config,
-    labels: list[str], seed: int, attempt: int,
+    labels: list[str], seed: int, attempt: int, prefer: dict[str, list[dict]] | None = None,
 ) -> list[Pending]:
-    """`counts[label]` requests per class; few-shot drawn once per (class, attempt) -> shared prefix."""
+    """`counts[label]` requests per class; few-shot drawn once per (class, attempt) -> shared prefix.
+
+    `prefer[label]` (steer_shots): the few-shot rows are drawn from these first, the rest of the class fills
+    any places left."""
     h = tpl.header
     out: list[Pending] = []
     for label in sorted(counts):
         rows = by_class.get(label, [])
         rng = random.Random(derive_seed(seed, "few_shot", tpl.hash, label, attempt))
-        shots = rng.sample(rows, min(h.few_shot, len(rows)))
+        pool = (prefer or {}).get(label, [])
+        shots = rng.sample(pool, min(h.few_shot, len(pool)))
+        ids = {r["row_id"] for r in shots}
+        rest = [r for r in rows if r["row_id"] not in ids]
+        shots += rng.sample(rest, min(h.few_shot - len(shots), len(rest)))
         shot_ids = [r["row_id"] for r in shots]
         others = [r for r in rows if r["row_id"] not in set(shot_ids)] or rows
         for i in range(counts[label]):

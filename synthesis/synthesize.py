@@ -60,7 +60,7 @@ from core.synthesis_config import SynthesisConfig
 from filters.clean import clean
 from filters.dedupe import dedupe
 from synthesis.generate import Generator, VLLMGenerator, parse_output
-from synthesis.requests import LabelCheck, render_generation_requests, rows_by_class
+from synthesis.requests import LabelCheck, render_generation_requests, rows_by_class, steer_shots
 from synthesis.templates import PromptTemplate, check_template, find_template, load_template
 
 PROVENANCE_SCHEMA: dict[str, pl.DataType] = {
@@ -155,6 +155,13 @@ def _check_inputs(plan: pl.DataFrame, train: pl.DataFrame, eval: pl.DataFrame) -
         raise ValueError("synthesize: " + "; ".join(problems))
 
 
+def focus_texts(plan: pl.DataFrame, eval: pl.DataFrame) -> dict[str, list[str]]:  # noqa: A002
+    """The texts of each class's focus rows (the plan's `focus`: eval row ids, least sure first)."""
+    text = dict(zip(eval["row_id"].to_list(), eval["input"].to_list()))
+    return {r["label"]: [text[i] for i in r["focus"] if i in text]
+            for r in plan.select("label", "focus").iter_rows(named=True) if r["focus"]}
+
+
 def synthesize(
     plan: pl.DataFrame,
     train: pl.DataFrame,
@@ -171,7 +178,8 @@ def synthesize(
 ) -> tuple[pl.DataFrame, pl.DataFrame, dict]:
     """Make the plan's missing rows. Returns (synthetic rows, rejects, totals).
 
-    Input columns: plan `label`, `synth` (rows to make); train and eval in the row schema
+    Input columns: plan `label`, `synth` (rows to make), optionally `focus` (per class, eval row ids whose nearest
+    training rows of the class are shown first as few-shot examples: steer_shots); train and eval in the row schema
     (train needs row_id, input, output, label; eval row_id, input).
     Output: synthetic rows in SYNTH_SCHEMA (row schema + provenance, synthetic=true,
     split "train"); rejects in REJECT_SCHEMA (+ stage, reason, detail, duplicate_of);
@@ -197,6 +205,7 @@ def synthesize(
 
     wanted = {r["label"]: int(r["synth"]) for r in plan.select("label", "synth").iter_rows(named=True) if (r["synth"] or 0) > 0}
     by_class = rows_by_class(train)
+    prefer = steer_shots(by_class, focus_texts(plan, eval), gen_tpl.header.few_shot) if "focus" in plan.columns else None
     skipped = {}
     for label in sorted(wanted):
         if not gen_tpl.header.serves(label):
@@ -247,7 +256,8 @@ def synthesize(
                 if yield_ == 0.0:
                     factor = syn.max_oversample
                 counts[label] = math.ceil(d * factor / gen_tpl.header.sampling.n)
-            pending = render_generation_requests(gen_tpl, counts, by_class, config=config, labels=labels, seed=syn.seed, attempt=attempt)
+            pending = render_generation_requests(gen_tpl, counts, by_class, config=config, labels=labels, seed=syn.seed,
+                                                 attempt=attempt, prefer=prefer)
             t0 = time.perf_counter()
             outs = generator.generate([p.request for p in pending])
             gen_seconds += time.perf_counter() - t0

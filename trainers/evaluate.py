@@ -258,7 +258,7 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
     out = Path(out_dir) if out_dir is not None else (Path(adapter_dir) if adapter_dir is not None else snapshot_dir)
     out.mkdir(parents=True, exist_ok=True)
     method = adapter_method(adapter_dir)
-    # how vLLM serves an adapter; nothing else. An adapter vLLM cannot serve as a LoRA request (IA3) is always merged.
+    # how vLLM serves an adapter; nothing else. An adapter vLLM cannot serve as a LoRA request (IA3, AdaLoRA) is always merged.
     merged = (merged or not served_as_lora(method)) and engine == "vllm" and adapter_dir is not None
     # A QLoRA adapter's LoRARequest goes to the base it was trained on (its NF4 round trip; lora8: int8): an
     # engine of its own, where a LoRA adapter's shares the base's engine with the base systems.
@@ -342,16 +342,20 @@ def evaluate(adapter_dir: str | Path | None, snapshot_dir: str | Path, *, base_m
         report["files"]["confusion_png"] = str(plot_confusion(cm, task.labels, out / "confusion.png",
                                                                f"{first}: confusion on eval (row-normalized)"))
     report["calibration"] = calibrations(predictions, golds, distributions)
+    p_right = None
     if report["calibration"]:
         report["files"]["reliability_png"] = str(plot_reliability(report["calibration"], out / "reliability.png",
                                                                    "tuned model: accuracy against confidence"))
-        report["per_class_confidence"] = class_confidence(rows, predictions["tuned"], distributions)
+        p_right = right_answer_probs(rows, predictions["tuned"], distributions)
+        report["per_class_confidence"] = class_confidence(rows, p_right)
     for folder in ("merged-model", "trained-base"):  # the base's size again: not kept beside every report
         shutil.rmtree(out / folder, ignore_errors=True)
     with open(out / "predictions.jsonl", "w") as fh:
         for i, r in enumerate(rows):
             extra = {"confidence": {name: None if g[i].logprob is None else sig(math.exp(g[i].logprob))
                                     for name, g in predictions.items()}}
+            if p_right is not None:
+                extra["p_right"] = sig(p_right[i])  # the tuned model's probability of the right answer
             if distributions is not None:
                 d = distributions[i]
                 extra |= {"label_probs": d.top(), "label_mass": sig(d.mass), "label_pruned": sig(d.pruned)}
@@ -376,15 +380,18 @@ def calibrations(predictions: dict[str, list], golds: Sequence[str], distributio
     return out
 
 
-def class_confidence(rows: Sequence[dict], gens: Sequence, distributions: list[Distribution] | None) -> dict[str, float]:
-    """Per class (the rows' label), the tuned model's mean probability of the right answer: of the gold label
-    in its label distribution where there is one, else of its own answer where it was right (0 where wrong)."""
+def right_answer_probs(rows: Sequence[dict], gens: Sequence, distributions: list[Distribution] | None) -> list[float]:
+    """Per row, the tuned model's probability of the right answer: of the gold label in its label distribution
+    where there is one, else of its own answer where it was right (0 where wrong)."""
+    if distributions is not None:
+        return [distributions[i].probs.get(r["output"], 0.0) for i, r in enumerate(rows)]
+    return [math.exp(g.logprob) if g.logprob is not None and g.answer == r["output"] else 0.0 for r, g in zip(rows, gens)]
+
+
+def class_confidence(rows: Sequence[dict], p_right: Sequence[float]) -> dict[str, float]:
+    """Per class (the rows' label), the mean of `p_right` (right_answer_probs) over its rows."""
     sums, counts = Counter(), Counter()
-    for i, r in enumerate(rows):
-        if distributions is not None:
-            p = distributions[i].probs.get(r["output"], 0.0)
-        else:
-            p = math.exp(gens[i].logprob) if gens[i].logprob is not None and gens[i].answer == r["output"] else 0.0
+    for r, p in zip(rows, p_right, strict=True):
         sums[r["label"]] += p
         counts[r["label"]] += 1
     return {label: round(sums[label] / counts[label], 4) for label in sorted(counts)}

@@ -1,6 +1,6 @@
 """Evaluation directs synthesis: which classes a round's budget goes to, and what each round bought.
 
-    plan = plan_round(evaluation_dir, labels, budget=120, classes=8)      # label, synth, recall, confidence
+    plan = plan_round(evaluation_dir, labels, budget=120, classes=8)      # label, synth, recall, confidence, focus
     stop = stop_reason(scores, min_gain=0.0)                              # None: go on
     report = iteration_report(rounds, out_dir)                            # iteration.{json,md,png}
 
@@ -9,6 +9,11 @@ the tuned model's mean probability of the right label (evaluate's `per_class_con
 answered right but unsurely comes before one answered right and surely). Classes the model already
 gets all right with confidence >= SURE take nothing. The budget is shared equally, the weakest first
 for the remainder.
+
+Within a class the rows come next: a budgeted class's `focus` lists its eval rows the tuned model was least
+sure of (lowest probability of the right answer, evaluate's `p_right`; wrong answers first). Synthesis shows
+the generator the real training rows of the class nearest to those (synthesis.requests.steer_shots), so the
+new rows are written around where the model is weakest, not around a random draw of the class.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import polars as pl
 from core.io import write_json
 from core.markdown import md_text
 from core.snapshot import read_manifest
-from trainers.ablate import SYSTEM, read_report, synthetic_rows
+from trainers.ablate import SYSTEM, read_predictions, read_report, synthetic_rows
 
 SURE = 0.9  # a class with recall 1.0 and this mean confidence in its right label gets no budget
 
@@ -34,18 +39,32 @@ def class_scores(report: dict, labels: Sequence[str]) -> dict[str, dict]:
     return {label: {"recall": recall.get(label), "confidence": conf.get(label)} for label in labels}
 
 
-def plan_round(evaluation: str | Path, labels: Sequence[str], *, budget: int, classes: int) -> pl.DataFrame:
-    """The next round's synthesis plan (label, synth, recall, confidence; every label, 0 for the others)."""
+def least_sure_rows(predictions: Sequence[dict], k: int) -> dict[str, list[str]]:
+    """Per class, the row ids of its k eval rows with the lowest probability of the right answer (`p_right`; ties
+    by row id). Empty where the evaluation recorded no such probability."""
+    by_class: dict[str, list[tuple[float, str]]] = {}
+    for p in predictions:
+        if p.get("p_right") is not None:
+            by_class.setdefault(p["label"], []).append((p["p_right"], p["row_id"]))
+    return {label: [row_id for _, row_id in sorted(rows)[:k]] for label, rows in by_class.items()}
+
+
+def plan_round(evaluation: str | Path, labels: Sequence[str], *, budget: int, classes: int, focus: int = 3) -> pl.DataFrame:
+    """The next round's synthesis plan (label, synth, recall, confidence, focus; every label, 0 for the others):
+    `focus` lists up to that many of a budgeted class's least-sure eval rows (least_sure_rows)."""
     scores = class_scores(read_report(evaluation), labels)
     candidates = [c for c, s in scores.items() if s["recall"] is not None
                   and not (s["recall"] >= 1.0 and (s["confidence"] is None or s["confidence"] >= SURE))]
     ranked = sorted(candidates, key=lambda c: (scores[c]["recall"], scores[c]["confidence"] or 0.0, c))[:classes]
     share, extra = divmod(budget, max(len(ranked), 1))
     synth = {c: share + (i < extra) for i, c in enumerate(ranked)}
+    unsure = least_sure_rows(read_predictions(evaluation), focus) if focus > 0 else {}
     return pl.DataFrame(
-        [{"label": c, "synth": synth.get(c, 0), "recall": scores[c]["recall"], "confidence": scores[c]["confidence"]}
+        [{"label": c, "synth": synth.get(c, 0), "recall": scores[c]["recall"], "confidence": scores[c]["confidence"],
+          "focus": unsure.get(c, []) if synth.get(c) else []}
          for c in labels],
-        schema={"label": pl.String, "synth": pl.Int64, "recall": pl.Float64, "confidence": pl.Float64},
+        schema={"label": pl.String, "synth": pl.Int64, "recall": pl.Float64, "confidence": pl.Float64,
+                "focus": pl.List(pl.String)},
     )
 
 
@@ -86,6 +105,8 @@ def iteration_report(rounds: Sequence[dict], out_dir: str | Path, *, stopped: st
         if r.get("plan"):
             plan = pl.read_parquet(r["plan"], glob=False).filter(pl.col("synth") > 0)
             row["asked"] = dict(zip(plan["label"].to_list(), plan["synth"].to_list()))
+            if "focus" in plan.columns:  # the least-sure eval rows that steered each class's synthesis
+                row["focus"] = {c: ids for c, ids in zip(plan["label"].to_list(), plan["focus"].to_list()) if ids}
             per_class = (r.get("synthesis") or {}).get("by_class", {})
             row["kept"] = {c: per_class.get(c, {}).get("kept", 0) for c in row["asked"]}
             for c in row["asked"]:
@@ -130,6 +151,11 @@ def render_markdown(report: dict) -> str:
         lines.append(f"| {r['iteration']} | {r['train_rows']} | {r['synthetic_rows']} | {_pct(r['accuracy'])} | "
                      f"{_pct(r['macro_f1'])} | {_pct(r['ece'])} | {asked} |")
     lines += ["", f"Best round: {report['best']} ({report['gain']:+.4f} macro-F1 over round 1)."]
+    steered = [(r["iteration"], c, ids) for r in rounds for c, ids in (r.get("focus") or {}).items()]
+    if steered:
+        lines += ["", "Within each class, the eval rows the round before was least sure of steered the generator, "
+                  "which was shown the class's real training rows nearest to them:", ""]
+        lines += [f"- round {it}, {md_text(c)}: " + ", ".join(md_text(i) for i in ids) for it, c, ids in steered]
     if report["stopped"]:
         lines.append(f"Stopped: {md_text(report['stopped'])}.")
     if report["targeted"]:

@@ -14,7 +14,10 @@ import polars as pl
 import pytest
 
 from core.snapshot import read_manifest
+from synthesis.requests import rows_by_class, steer_shots
+from synthesis.templates import load_template
 from tests.flows.assistant4 import STEPS, write_dataset
+from trainers.iterate import least_sure_rows
 
 pytestmark = pytest.mark.slow
 
@@ -64,11 +67,27 @@ def test_iterate_gives_the_weakest_classes_rows_the_tuned_adapter_agrees_with(tm
     assert (disagree["check_label"] != disagree["intended_label"]).all() and (disagree["checker"] == checker).all()
     assert rejected.height + new.height == manifest["synthesis"]["generated"]
 
+    # within those classes, the eval rows round 1 was least sure of steered the generator: it was shown the class's
+    # real training rows nearest to them (the rejected candidates too: every generation of the round)
+    preds = [json.loads(line) for line in (Path(one["evaluation"]) / "predictions.jsonl").read_text().splitlines()]
+    focus = {p["label"]: p["focus"] for p in manifest["iteration"]["plan"] if p["synth"]}
+    assert focus == {c: least_sure_rows(preds, 3)[c] for c in weakest}
+    eval1 = pl.read_parquet(snap1 / "eval.parquet")
+    texts = dict(zip(eval1["row_id"], eval1["input"]))
+    few_shot = load_template(templates / "assistant4_new_query.jinja").header.few_shot
+    steered = steer_shots(rows_by_class(train1), {c: [texts[i] for i in ids] for c, ids in focus.items()}, few_shot)
+    written = pl.concat([new.select("label", "few_shot_ids"), rejected.select("intended_label", "few_shot_ids")
+                         .rename({"intended_label": "label"})])
+    assert written.height == manifest["synthesis"]["generated"]
+    for r in written.iter_rows(named=True):
+        assert set(r["few_shot_ids"]) <= {x["row_id"] for x in steered[r["label"]]}, r
+
     # round 2 trained on that snapshot and was scored on the same eval rows
     assert Path(json.loads((Path(two["evaluation"]) / "report.json").read_text())["snapshot"]).name == snap2.name
     assert two["eval_rows"] == one["eval_rows"] and report["best"] in (1, 2)
     assert (folder / "iteration.png").stat().st_size > 10_000
     md = (folder / "iteration.md").read_text()
     assert all(f"| {c} | 2 |" in md for c in weakest)
+    assert two["focus"] == focus and all(f"- round 2, {c}: " + ", ".join(ids) in md for c, ids in focus.items())
     assert "best round: " in done.stdout and "iteration chart: " in done.stdout
 

@@ -338,6 +338,30 @@ def test_provenance_on_every_synthetic_row(setup):
     assert rejects["stage"].null_count() == 0 and rejects["reason"].null_count() == 0
 
 
+def test_a_plan_focus_steers_the_few_shot_rows_to_the_real_rows_nearest_its_eval_rows(setup):
+    """The iterate loop's plan names, per class, the eval rows the tuned model was least sure of: the generator is
+    shown the class's real rows nearest to them (never the eval text itself); without a focus the draw is the
+    plain seeded one, unchanged."""
+    config, syn, train, ev, plan, tdir = setup
+    ev = pl.concat([ev, ev.with_columns(row_id=pl.lit("eval1"), input=pl.lit("the new card still has not arrived"),
+                                        output=pl.lit("a"), label=pl.lit("a"))])
+    steered = plan.with_columns(focus=pl.Series([["eval1"], [], []], dtype=pl.List(pl.String)))
+    model = StandIn({})
+    rows, _, _ = synthesize(steered, train, ev, config, generator=model, synthesis=syn)
+    nearest = {r["row_id"] for r in NearestRows(rows_by_class(train)["a"]).nearest(["the new card still has not arrived"], 2)[0]}
+    assert nearest == {"train0", "train1"}  # "my card has not arrived yet", "when will the new card come"
+    a = rows.filter(pl.col("label") == "a")
+    assert a.height == 3 and all(set(ids) == nearest for ids in a["few_shot_ids"])
+    prompts = [r.messages[0]["content"] for r in model.requests if r.parse.kind == "json"]
+    assert not any("the new card still has not arrived" in p for p in prompts)
+    # no focus column, or an empty focus: the same seeded draw
+    plain, _, _ = synthesize(plan, train, ev, config, generator=StandIn({}), synthesis=syn)
+    unfocused, _, _ = synthesize(plan.with_columns(focus=pl.Series([[], [], []], dtype=pl.List(pl.String))), train, ev,
+                                 config, generator=StandIn({}), synthesis=syn)
+    assert plain["few_shot_ids"].to_list() == unfocused["few_shot_ids"].to_list()
+    assert any(set(ids) != nearest for ids in plain.filter(pl.col("label") == "a")["few_shot_ids"])  # steering made the difference
+
+
 def test_seeded_runs_repeat_and_seeds_differ_per_request(setup):
     config, syn, train, ev, plan, tdir = setup
     m1, m2 = StandIn({}), StandIn({})
