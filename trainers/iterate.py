@@ -11,7 +11,7 @@ gets all right with confidence >= SURE take nothing. The budget is shared equall
 for the remainder.
 
 Within a class the rows come next: a budgeted class's `focus` lists its eval rows the tuned model was least
-sure of (lowest probability of the right answer, evaluate's `p_right`; wrong answers first). Synthesis shows
+sure of (lowest probability of the right answer, evaluate's `p_right`). Synthesis shows
 the generator the real training rows of the class nearest to those (synthesis.requests.steer_shots), so the
 new rows are written around where the model is weakest, not around a random draw of the class.
 """
