@@ -250,10 +250,7 @@ def setup(snapshot_dir: str | Path, model_dir: str | Path, cfg: TrainConfig, tas
     run = Run(cfg, run_dir, model_dir, snapshot_dir, fmt, train_rows, val_rows, format_report=report)
     run.device = pick_device(cfg.device)
     if load:
-        # The peak a run records is its own, not its process's (a sweep trains many); what an earlier training in
-        # the process freed goes back to the system first, or glibc keeps it resident under this one's peak.
-        malloc_trim()
-        reset_peak_memory(run.device)
+        reset_peak_memory(run.device)  # the peak a run records is its own, not its process's (a sweep trains many)
         run.model = load_model(model_dir, cfg, run.device)
     return run
 
