@@ -47,8 +47,8 @@ class Pending:
 
 def steer_shots(by_class: dict[str, list[dict]], focus: dict[str, list[str]], k: int) -> dict[str, list[dict]]:
     """Per class with focus texts (the eval rows the tuned model was least sure of), the class's real rows nearest
-    to them: for each text in turn its k nearest not yet taken, so every focus text is represented. Only the
-    rows are shown to the generator, never the focus texts, which stay eval rows."""
+    to them: each text's k nearest, in focus order and nearest first, each row once, so every focus text has its
+    nearest rows in the pool. Only the rows are shown to the generator, never the focus texts, which stay eval rows."""
     out: dict[str, list[dict]] = {}
     for label, texts in focus.items():
         rows = by_class.get(label, [])
