@@ -5,13 +5,13 @@ from __future__ import annotations
 import os
 
 # The suite runs two workers on two cores, so two OpenMP pools (an engine's worker, a training) often
-# share them. libgomp's default spins a waiting thread on a core the other pool needs: a Ray-engine
-# evaluation beside a Ray training took 186 s with it and 154 s with passive waits (docs/benchmarks.md).
-# Set before torch loads in this process and inherited by every process the tests start.
+# share them, and libgomp's default spins a waiting thread on a core the other pool needs. Passive waits:
+# a Ray-engine evaluation and a Ray training side by side, 196 s -> 165 s (bench/bench_omp_wait.py).
+# Set before torch loads in this process, and inherited by every process the tests start.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# vLLM's CPU build reserves gpu_memory_utilization x total RAM per engine and refuses to start when that much
-# is not free: beside a test running two engines it can be. A fixed 2 GiB KV cache (~45 k tokens of the
-# bundled model in float32, ~90 k in bf16) is more than any test's batch needs and leaves the start independent of the machine.
+# vLLM's CPU build reserves gpu_memory_utilization x total RAM per engine and refuses to start where that
+# much is not free, as beside a test running two engines it can be. A fixed 2 GiB KV cache (~45 k tokens of
+# the bundled model in float32, ~90 k in bf16) is more than any test's batch needs, on any machine.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
 
 from pathlib import Path  # noqa: E402
